@@ -1,0 +1,3 @@
+from delegatewatch.cli import main
+
+main()

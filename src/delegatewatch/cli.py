@@ -1,0 +1,153 @@
+"""Command line: ``delegatewatch hunt``, ``delegatewatch rules list|test``."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TextIO
+
+import click
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+
+from delegatewatch import __version__
+
+FORMATS = ("table", "jsonl", "csv")
+
+
+def _console(no_color: bool, stderr: bool = False) -> Console:
+    console = Console(stderr=stderr, no_color=no_color or bool(os.environ.get("NO_COLOR")), highlight=False)
+    if not console.is_terminal:
+        console.width = max(console.width, 140)  # piped or captured: don't squeeze the table to 80
+    return console
+
+
+@contextlib.contextmanager
+def _output(path: str | None) -> Iterator[TextIO]:
+    if path in (None, "-"):
+        yield sys.stdout
+    else:
+        with open(path, "w", encoding="utf-8", newline="") as f:
+            yield f
+
+
+@click.group()
+@click.version_option(__version__, prog_name="delegatewatch")
+def main() -> None:
+    """Find additional email delegate permissions (MITRE ATT&CK T1098.002) and their abuse."""
+
+
+@main.command()
+@click.argument("paths", nargs=-1, required=True)
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True,
+              help="Output format for the findings.")
+@click.option("--output", "-o", type=click.Path(dir_okay=False), help="Write findings here instead of stdout.")
+@click.option("--directory", type=click.Path(exists=True, dir_okay=False),
+              help="Entra ID users export (CSV: id,userPrincipalName,displayName,userType,accountEnabled,mail).")
+@click.option("--rules", "rules_dir", type=click.Path(exists=True, file_okay=False),
+              help="Use the Sigma rules in this folder instead of the built-in ones.")
+@click.option("--full-parse", is_flag=True, help="Parse and validate every record, not only those a rule can match.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar and no summary.")
+@click.option("--no-color", is_flag=True, help="No colours (NO_COLOR is honoured too).")
+def hunt(paths: tuple[str, ...], fmt: str, output: str | None, directory: str | None, rules_dir: str | None,
+         full_parse: bool, quiet: bool, no_color: bool) -> None:
+    """Hunt audit exports (files or folders, recursively) for delegate-permission grants and their abuse."""
+    from delegatewatch.detections.rules import RuleError, load_rules
+    from delegatewatch.engine.hunt import hunt as run_hunt
+    from delegatewatch.events.principals import Directory
+    from delegatewatch.outputs import console as console_out
+    from delegatewatch.outputs import csv_out, jsonl
+    from delegatewatch.sources import iter_files
+
+    err = _console(no_color, stderr=True)
+    try:
+        rules = load_rules(Path(rules_dir) if rules_dir else None)
+        users = Directory.load(directory) if directory else None
+    except (RuleError, ValueError, OSError) as exc:
+        err.print(f"[red]error:[/red] {escape(str(exc))}")
+        sys.exit(2)
+    files = [p for p in iter_files(paths) if os.path.isfile(p)]
+    total = sum(os.path.getsize(p) for p in files)
+    show_progress = not quiet and err.is_terminal and total > 0
+    with Progress(TextColumn("[progress.description]{task.description}"), BarColumn(), DownloadColumn(),
+                  TimeRemainingColumn(), console=err, disable=not show_progress, transient=True) as progress:
+        task = progress.add_task("hunting", total=total)
+
+        def on_file(path: str, size: int) -> None:
+            progress.update(task, advance=size, description=f"hunting {Path(path).name}")
+
+        result = run_hunt(list(paths), directory=users, rules=rules, full_parse=full_parse, on_file=on_file)
+
+    try:
+        with _output(output) as out:
+            if fmt == "jsonl":
+                jsonl.write(result.findings, out)
+            elif fmt == "csv":
+                csv_out.write(result.findings, out)
+            else:
+                console_out.findings_table(result, _console(no_color) if out is sys.stdout else
+                                           Console(file=out, no_color=True, width=200))
+    except OSError as exc:
+        err.print(f"[red]error:[/red] cannot write {escape(str(output))}: {escape(str(exc))}")
+        sys.exit(2)
+    if not quiet:
+        console_out.summary(result, err)
+
+
+@main.group()
+def rules() -> None:
+    """List and test the detection rules."""
+
+
+@rules.command("list")
+@click.option("--rules", "rules_dir", type=click.Path(exists=True, file_okay=False))
+@click.option("--verbose", "-v", is_flag=True, help="Show description, false positives and runbook.")
+def rules_list(rules_dir: str | None, verbose: bool) -> None:
+    """List the rules with their level and ATT&CK techniques."""
+    from rich.table import Table
+
+    from delegatewatch.detections.rules import load_rules
+
+    console = _console(False)
+    loaded = load_rules(Path(rules_dir) if rules_dir else None)
+    if verbose:
+        for r in loaded:
+            console.rule(f"{r.name} ({r.severity})")
+            console.print(escape(f"{r.title}\n{r.id}  {', '.join(r.attack)}\n\n{r.sigma.description or ''}"))
+            console.print("[bold]False positives[/bold]: " + escape("; ".join(r.falsepositives)))
+            console.print("[bold]Runbook[/bold]:\n" + escape(r.runbook))
+        return
+    t = Table(title=f"{len(loaded)} rules")
+    for c in ("rule", "level", "ATT&CK", "title"):
+        t.add_column(c)
+    for r in loaded:
+        t.add_row(r.name, r.severity, ", ".join(r.attack), escape(r.title))
+    console.print(t)
+
+
+@rules.command("test")
+@click.option("--rules", "rules_dir", type=click.Path(exists=True, file_okay=False))
+def rules_test(rules_dir: str | None) -> None:
+    """Run every rule's own positive and negative test records; exit 1 on any failure."""
+    from delegatewatch.detections.rules import RuleError, load_rules
+    from delegatewatch.detections.testing import run_rule_tests
+
+    console = _console(False)
+    try:
+        loaded = load_rules(Path(rules_dir) if rules_dir else None)
+    except RuleError as exc:
+        console.print(f"[red]error:[/red] {escape(str(exc))}")
+        sys.exit(2)
+    failures = 0
+    for outcome in run_rule_tests(loaded):
+        mark = "[green]ok[/green]" if outcome.ok else "[red]FAIL[/red]"
+        console.print(f"{mark} {outcome.rule.name}: {outcome.passed}/{outcome.total} records as expected")
+        for problem in outcome.problems:
+            console.print(f"    {escape(problem)}")
+        failures += not outcome.ok
+    console.print(f"{len(loaded) - failures} passed, {failures} failed")
+    sys.exit(1 if failures else 0)

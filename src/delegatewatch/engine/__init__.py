@@ -1,0 +1,1 @@
+"""Engine: the hunt pipeline (sources → records → events → detections → findings)."""

@@ -1,0 +1,1 @@
+"""Outputs: findings as a console table, JSON lines or CSV."""

@@ -1,0 +1,70 @@
+"""Sources: find files, recognise each one's dialect from its content, stream its records.
+
+One module per dialect family (``ndjson``, ``json_document``, ``csv_exports``); what they share
+lives in ``opening`` (encodings, gzip), ``lines`` (block reading, prefilter) and ``ual`` (turning
+a decoded item into the UAL record).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Iterator
+
+from delegatewatch.records import ReadStats, Record
+from delegatewatch.records.prefilter import Prefilter
+from delegatewatch.sources import csv_exports, json_document, ndjson
+from delegatewatch.sources.detect import detect
+from delegatewatch.sources.opening import open_utf8, sniff
+
+DIALECTS = (ndjson.DIALECT, json_document.ARRAY, json_document.OBJECTS,
+            csv_exports.NEW, csv_exports.CLASSIC, csv_exports.POWERSHELL)
+
+
+def iter_files(paths: Iterable[str]) -> Iterator[str]:
+    """Files named, and every file under folders named, in a stable order."""
+    for p in paths:
+        if os.path.isdir(p):
+            for root, dirs, files in os.walk(p):
+                dirs.sort()
+                dirs[:] = [d for d in dirs if not d.startswith(".")]
+                for name in sorted(files):
+                    if not name.startswith("."):
+                        yield os.path.join(root, name)
+        else:
+            yield p
+
+
+def read_file(path: str, stats: ReadStats, prefilter: Prefilter | None = None) -> Iterator[Record]:
+    try:
+        opened = sniff(path)
+    except OSError as exc:
+        stats.skip_file(path, f"cannot open: {exc.strerror or exc}")
+        return
+    found = detect(opened)
+    if found.dialect is None:
+        stats.skip_file(path, found.reason or "unrecognised")
+        return
+    stats.files_read.append((path, found.dialect))
+    try:
+        with open_utf8(path, opened) as stream:
+            if found.dialect == ndjson.DIALECT:
+                yield from ndjson.read(path, stream, stats, prefilter)
+            elif found.dialect in (json_document.ARRAY, json_document.OBJECTS):
+                yield from json_document.read(path, stream, stats, prefilter,
+                                              array=found.dialect == json_document.ARRAY)
+            else:
+                yield from csv_exports.read(path, stream, stats, prefilter, found.dialect)
+    except (OSError, EOFError) as exc:
+        stats.issue(path, None, f"read error, rest of file not read: {exc}", reason="read error")
+
+
+def read_paths(paths: Iterable[str], stats: ReadStats, prefilter: Prefilter | None = None,
+               on_file: Callable[[str, int], None] | None = None) -> Iterator[Record]:
+    """Records of every file; ``on_file(path, size)`` is called after each file (progress)."""
+    for path in iter_files(paths):
+        if not os.path.exists(path):
+            stats.skip_file(path, "no such file or folder")
+            continue
+        yield from read_file(path, stats, prefilter)
+        if on_file is not None:
+            on_file(path, os.path.getsize(path))
