@@ -76,6 +76,13 @@ class DuckDBBackend(TextQueryBackend):
 
     unbound_value_str_expression: ClassVar[str] = "\"_raw\" ILIKE '%' || {value} || '%' ESCAPE '\\'"
 
+    def convert_value_str(self, s, state: ConversionState) -> str:  # noqa: ANN001
+        # LIKE escapes (wildcards, backslash) use ESCAPE '\'; the SQL string itself escapes a quote
+        # by doubling it. pySigma's default would write \' and end the SQL literal early.
+        converted = s.convert(self.escape_char, self.wildcard_multi, self.wildcard_single, self.add_escaped,
+                              self.filter_chars)
+        return "'" + converted.replace("'", "''") + "'"
+
     def convert_condition_field_eq_val_num(self, cond, state: ConversionState) -> str:  # noqa: ANN001
         # Every column is text: compare numbers as their decimal text.
         return f"{self.escape_and_quote_field(cond.field)} = '{cond.value}'"

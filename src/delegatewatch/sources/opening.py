@@ -76,6 +76,16 @@ def _looks_utf16(head: bytes) -> str | None:
     return None
 
 
+_CONTROL = bytes(range(0, 9)) + bytes(range(14, 32))
+
+
+def _looks_binary(head: bytes) -> bool:
+    """Binary, not text with a stray NUL: a text export keeps one odd byte as a bad record."""
+    sample = head[:8192]
+    controls = sum(sample.count(bytes([c])) for c in _CONTROL)
+    return sample.count(0) > max(8, len(sample) // 100) or controls > max(16, len(sample) // 10)
+
+
 def sniff(path: str) -> Opened:
     with open(path, "rb") as f:
         raw_head = f.read(SNIFF_BYTES)
@@ -106,8 +116,8 @@ def _sniff_bytes(head: bytes) -> Opened:
     enc = _looks_utf16(head)
     if enc:
         return Opened(enc, 0, False, head[: len(head) & ~1].decode(enc, "replace").encode())
-    if b"\x00" in head:
-        return Opened(None, 0, False, b"", not_text="binary file (contains NUL bytes), not a text export")
+    if _looks_binary(head):
+        return Opened(None, 0, False, b"", not_text="binary file (NUL and control bytes), not a text export")
     return Opened("utf-8", 0, False, head)
 
 

@@ -1,0 +1,117 @@
+"""The DuckDB backend's Sigma semantics, the rule files, and the prefilter built from them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from sigma.collection import SigmaCollection
+
+from delegatewatch.detections.backend import DuckDBBackend
+from delegatewatch.detections.engine import RuleEngine
+from delegatewatch.detections.rules import RuleError, load_rule, load_rules
+from delegatewatch.detections.testing import run_rule_tests
+from delegatewatch.engine.hunt import prefilter_for
+
+RULE = """
+title: t
+id: 11111111-1111-1111-1111-11111111111{n}
+logsource: {{product: m365, service: exchange}}
+level: medium
+detection:
+{detection}
+"""
+
+
+def matcher(detection: str, n: int = 1):
+    rule_file = RULE.format(n=n, detection=detection)
+    path = Path(f"/tmp/dw-rule-{abs(hash(rule_file))}.yml")
+    path.write_text(rule_file)
+    rule = load_rule(path)
+    return lambda *recs: RuleEngine([rule]).matches(rule, recs)
+
+
+def test_matching_is_case_insensitive_like_sigma():
+    m = matcher("  sel:\n    Operation: Add-MailboxPermission\n  condition: sel")
+    assert m({"Operation": "add-mailboxpermission"}, {"Operation": "Add-MailboxPermissions"}) == [True, False]
+
+
+def test_not_on_an_absent_field_is_true():
+    m = matcher("  sel:\n    Operation: X\n  f:\n    UserId|startswith: NT AUTHORITY\n  condition: sel and not f")
+    assert m({"Operation": "X"}, {"Operation": "X", "UserId": "NT AUTHORITY\\SYSTEM"}) == [True, False]
+
+
+def test_sql_wildcards_in_values_are_literal():
+    m = matcher("  sel:\n    Parameters.Name|contains: 'a_b%'\n  condition: sel")
+    assert m({"Parameters": [{"Name": "Name", "Value": "xa_b%y"}]},
+             {"Parameters": [{"Name": "Name", "Value": "xaXbZy"}]}) == [True, False]
+
+
+def test_backslashes_and_quotes():
+    m = matcher("  sel:\n    UserId: \"NT AUTHORITY\\\\SELF\"\n  q:\n    Name|contains: \"O'Brien\"\n  condition: sel or q")
+    assert m({"UserId": "NT AUTHORITY\\SELF"}, {"Name": "Mr O'Brien"}, {"UserId": "NT AUTHORITYSELF"}) == [True, True, False]
+
+
+def test_numbers_and_booleans_compare_as_text():
+    m = matcher("  sel:\n    UserType: 3\n    ExternalAccess: true\n  condition: sel")
+    assert m({"UserType": 3, "ExternalAccess": True}, {"UserType": 3, "ExternalAccess": False},
+             {"UserType": 13, "ExternalAccess": True}) == [True, False, False]
+
+
+def test_regex_modifier():
+    m = matcher("  sel:\n    Parameters.AccessRights|re|i: '(^|[\\s,])editor($|[\\s,])'\n  condition: sel")
+    rec = lambda v: {"Parameters": [{"Name": "AccessRights", "Value": v}]}  # noqa: E731
+    assert m(rec("Editor"), rec("ReadItems, Editor"), rec("PublishingEditor")) == [True, True, False]
+
+
+def test_nested_and_name_value_fields():
+    m = matcher("  sel:\n    Item.ParentFolder.MemberUpn: Everyone\n    OperationProperties.MailAccessType: Bind\n"
+                "  condition: sel")
+    assert m({"Item": {"ParentFolder": {"MemberUpn": "Everyone"}},
+              "OperationProperties": [{"Name": "MailAccessType", "Value": "Bind"}]}) == [True]
+
+
+def test_every_builtin_rule_passes_its_own_tests():
+    outcomes = list(run_rule_tests(load_rules()))
+    assert outcomes and all(o.ok for o in outcomes), [(o.rule.name, o.problems) for o in outcomes if not o.ok]
+
+
+def test_every_builtin_rule_is_complete():
+    for r in load_rules():
+        assert r.attack, r.name
+        assert r.falsepositives, r.name
+        assert r.runbook, r.name
+        assert r.sigma.description, r.name
+        assert r.operations, f"{r.name} names no Operation: it would switch the prefilter off"
+
+
+def test_rule_test_runner_reports_a_failing_rule(tmp_path):
+    (tmp_path / "bad.yml").write_text(RULE.format(n=2, detection="  sel:\n    Operation: X\n  condition: sel")
+                                      + "tests:\n  positive:\n    - {Operation: Y}\n  negative:\n    - {Operation: X}\n")
+    [outcome] = run_rule_tests(load_rules(tmp_path))
+    assert not outcome.ok and len(outcome.problems) == 2
+
+
+def test_invalid_rule_is_refused_with_its_path(tmp_path):
+    p = tmp_path / "broken.yml"
+    p.write_text(RULE.format(n=3, detection="  sel:\n    Operation: X\n  condition: sel and nothere"))
+    with pytest.raises(RuleError, match="broken.yml"):
+        load_rule(p)
+
+
+def test_prefilter_covers_every_operation_a_rule_names():
+    rules = load_rules()
+    pf = prefilter_for(rules)
+    for r in rules:
+        for op in r.operations:
+            assert pf.wants({"Operation": op})
+            line = f'{{"Id":"x","Operation":"{op}","UserId":"a"}}'.encode()
+            assert pf.raw.search(line)
+            assert pf.raw.search(line.replace(b'"', b'""'))  # inside a CSV field
+            assert pf.raw.search(line.replace(b'":"', b'": "'))  # spaced JSON
+    assert not pf.wants({"Operation": "FileAccessed"})
+
+
+def test_sigma_backend_output_is_stable_sql():
+    rule = SigmaCollection.from_yaml(RULE.format(n=4, detection="  sel:\n    Operation: A\n  condition: sel")).rules[0]
+    assert DuckDBBackend().convert_rule(rule) == ["\"Operation\" ILIKE 'A' ESCAPE '\\'"]
