@@ -81,7 +81,7 @@ def test_every_builtin_rule_is_complete():
         assert r.attack, r.name
         assert r.falsepositives, r.name
         assert r.runbook, r.name
-        assert r.sigma.description, r.name
+        assert r.description, r.name
         assert r.operations, f"{r.name} names no Operation: it would switch the prefilter off"
 
 

@@ -51,10 +51,12 @@ def main() -> None:
 @click.option("--rules", "rules_dir", type=click.Path(exists=True, file_okay=False),
               help="Use the Sigma rules in this folder instead of the built-in ones.")
 @click.option("--full-parse", is_flag=True, help="Parse and validate every record, not only those a rule can match.")
+@click.option("--jobs", "-j", type=click.IntRange(min=1), default=None,
+              help="Worker processes for large inputs (default: the number of cores, at most 8).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar and no summary.")
 @click.option("--no-color", is_flag=True, help="No colours (NO_COLOR is honoured too).")
 def hunt(paths: tuple[str, ...], fmt: str, output: str | None, directory: str | None, rules_dir: str | None,
-         full_parse: bool, quiet: bool, no_color: bool) -> None:
+         full_parse: bool, jobs: int | None, quiet: bool, no_color: bool) -> None:
     """Hunt audit exports (files or folders, recursively) for delegate-permission grants and their abuse."""
     from delegatewatch.detections.rules import RuleError, load_rules
     from delegatewatch.engine.hunt import hunt as run_hunt
@@ -80,7 +82,8 @@ def hunt(paths: tuple[str, ...], fmt: str, output: str | None, directory: str | 
         def on_file(path: str, size: int) -> None:
             progress.update(task, advance=size, description=f"hunting {Path(path).name}")
 
-        result = run_hunt(list(paths), directory=users, rules=rules, full_parse=full_parse, on_file=on_file)
+        result = run_hunt(list(paths), directory=users, rules=rules, full_parse=full_parse, jobs=jobs,
+                              on_file=on_file)
 
     try:
         with _output(output) as out:
@@ -117,7 +120,7 @@ def rules_list(rules_dir: str | None, verbose: bool) -> None:
     if verbose:
         for r in loaded:
             console.rule(f"{r.name} ({r.severity})")
-            console.print(escape(f"{r.title}\n{r.id}  {', '.join(r.attack)}\n\n{r.sigma.description or ''}"))
+            console.print(escape(f"{r.title}\n{r.id}  {', '.join(r.attack)}\n\n{r.description}"))
             console.print("[bold]False positives[/bold]: " + escape("; ".join(r.falsepositives)))
             console.print("[bold]Runbook[/bold]:\n" + escape(r.runbook))
         return
@@ -138,7 +141,7 @@ def rules_test(rules_dir: str | None) -> None:
 
     console = _console(False)
     try:
-        loaded = load_rules(Path(rules_dir) if rules_dir else None)
+        loaded = load_rules(Path(rules_dir) if rules_dir else None, use_cache=False)  # always re-validate
     except RuleError as exc:
         console.print(f"[red]error:[/red] {escape(str(exc))}")
         sys.exit(2)

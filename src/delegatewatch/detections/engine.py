@@ -1,12 +1,14 @@
 """Evaluating the rules in DuckDB, in-process.
 
-Candidate records are flattened to the vendor field names the rules use, handed to DuckDB as
-an Arrow table (zero-copy), and each rule runs as one SQL ``WHERE``. Work is done in batches
-so memory stays flat however large the input.
+Candidate records are grouped by ``Operation``; each group is flattened to just the vendor
+fields that the rules for that operation read, handed to DuckDB as an Arrow table (zero-copy),
+and each of those rules runs as one SQL ``WHERE``. Rules that name no operation see every
+record. Work is done in batches so memory stays flat however large the input.
 """
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -14,32 +16,54 @@ import duckdb
 import pyarrow as pa
 
 from delegatewatch.detections.rules import Rule
-from delegatewatch.records.flatten import flatten
+from delegatewatch.records.flatten import Extractor
 
 
 class RuleEngine:
     def __init__(self, rules: Sequence[Rule]) -> None:
         self.rules = list(rules)
-        self.columns = sorted(set().union(*(r.fields for r in self.rules))) if self.rules else []
+        self._any = [r for r in self.rules if not r.operations]
+        self._by_op: dict[str, list[Rule]] = defaultdict(list)
+        for r in self.rules:
+            for op in r.operations:
+                self._by_op[op.lower()].append(r)
+        self._plans: dict[str, tuple[list[Rule], Extractor]] = {}
         self.con = duckdb.connect(":memory:")
         self.con.execute("SET threads TO 1")  # batches are small; threads only add overhead
 
+    def _plan(self, op: str) -> tuple[list[Rule], Extractor]:
+        plan = self._plans.get(op)
+        if plan is None:
+            rules = sorted({id(r): r for r in (*self._by_op.get(op, ()), *self._any)}.values(),
+                           key=self.rules.index)
+            columns = sorted(set().union(*(r.fields for r in rules))) if rules else []
+            plan = self._plans[op] = (rules, Extractor(columns))
+        return plan
+
     def evaluate(self, records: Sequence[dict[str, Any]]) -> list[tuple[Rule, int]]:
         """(rule, index into ``records``) for every match, in rule then record order."""
-        if not records or not self.rules:
-            return []
-        flat = [flatten(r) for r in records]
-        table = pa.table({"_idx": pa.array(range(len(flat)), pa.int64()),
-                          **{c: pa.array([f.get(c, "") for f in flat], pa.string()) for c in self.columns}})
-        self.con.register("events", table)
-        try:
-            out: list[tuple[Rule, int]] = []
-            for rule in self.rules:
-                rows = self.con.execute(f"SELECT _idx FROM events WHERE {rule.sql} ORDER BY _idx").fetchall()
-                out.extend((rule, i) for (i,) in rows)
-            return out
-        finally:
-            self.con.unregister("events")
+        groups: dict[str, list[int]] = defaultdict(list)
+        for i, r in enumerate(records):
+            op = r.get("Operation")
+            groups[op.lower() if isinstance(op, str) else ""].append(i)
+        hits: dict[int, list[int]] = defaultdict(list)  # rule position → record indexes
+        position = {id(r): n for n, r in enumerate(self.rules)}
+        for op, idxs in groups.items():
+            rules, extractor = self._plan(op)
+            if not rules:
+                continue
+            rows = [extractor.row(records[i]) for i in idxs]
+            columns = list(zip(*rows))
+            table = pa.table({"_idx": pa.array(idxs, pa.int64()),
+                              **{c: pa.array(columns[n], pa.string()) for n, c in enumerate(extractor.columns)}})
+            self.con.register("events", table)
+            try:
+                for rule in rules:
+                    found = self.con.execute(f"SELECT _idx FROM events WHERE {rule.sql}").fetchall()
+                    hits[position[id(rule)]].extend(i for (i,) in found)
+            finally:
+                self.con.unregister("events")
+        return [(self.rules[n], i) for n in sorted(hits) for i in sorted(hits[n])]
 
     def matches(self, rule: Rule, records: Iterable[dict[str, Any]]) -> list[bool]:
         """Whether ``rule`` matches each record (used by ``rules test``)."""

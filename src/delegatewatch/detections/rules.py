@@ -1,30 +1,40 @@
-"""Loading the Sigma rules: parsed and validated by pySigma, compiled to DuckDB SQL once.
+"""Loading the Sigma rules: parsed and validated by pySigma, compiled to DuckDB SQL.
 
 A rule file is a standard Sigma rule plus two fields of ours (kept by pySigma as custom
 attributes, ignored by other Sigma tools): ``runbook`` (what to check, in order) and
 ``tests`` (``positive`` / ``negative`` UAL records the rule must / must not match).
+
+Compiling costs more than a small hunt (importing pySigma and YAML ≈ 0.6 s), so the compiled
+form is cached per rule file content (``$XDG_CACHE_HOME/delegatewatch``, or
+``$DELEGATEWATCH_CACHE``); any change to a file, or to this code's ``COMPILER_VERSION``,
+compiles it again.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from sigma.collection import SigmaCollection
-from sigma.exceptions import SigmaError
-from sigma.rule import SigmaDetectionItem, SigmaDetections, SigmaRule
-from sigma.types import SigmaString
-
-from delegatewatch.detections.backend import DuckDBBackend
-
 SEVERITIES = ("informational", "low", "medium", "high", "critical")
+#: Bump when the backend or the compiled fields change: old cache entries are then ignored.
+COMPILER_VERSION = "1"
 
 
 @dataclass
 class Rule:
-    sigma: SigmaRule
+    id: str
+    name: str  # file stem, stable
+    title: str
+    severity: str
+    attack: list[str]
+    description: str
+    falsepositives: list[str]
+    references: list[str]
     path: str
     sql: str
     fields: frozenset[str]
@@ -32,53 +42,108 @@ class Rule:
     runbook: str = ""
     tests: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
-    @property
-    def id(self) -> str:
-        return str(self.sigma.id)
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["fields"], d["operations"] = sorted(self.fields), sorted(self.operations)
+        return d
 
-    @property
-    def name(self) -> str:
-        return Path(self.path).stem
-
-    @property
-    def title(self) -> str:
-        return self.sigma.title
-
-    @property
-    def severity(self) -> str:
-        return self.sigma.level.name.lower() if self.sigma.level else "medium"
-
-    @property
-    def attack(self) -> list[str]:
-        out = []
-        for tag in self.sigma.tags:
-            if tag.namespace == "attack" and tag.name.lower().startswith("t"):
-                out.append(tag.name.upper())
-        return out
-
-    @property
-    def falsepositives(self) -> list[str]:
-        return list(self.sigma.falsepositives or [])
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> Rule:
+        d = dict(d)
+        d["fields"], d["operations"] = frozenset(d["fields"]), frozenset(d["operations"])
+        return cls(**d)
 
 
 class RuleError(ValueError):
     pass
 
 
-def _detection_items(detections: SigmaDetections):
-    def walk(node):
+def _cache_dir() -> Path | None:
+    base = os.environ.get("DELEGATEWATCH_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "delegatewatch")
+    return Path(base) / "rules" if base else None
+
+
+def load_rule(path: Path, *, use_cache: bool = True) -> Rule:
+    data = path.read_bytes()
+    key = hashlib.sha256(COMPILER_VERSION.encode() + b"\0" + data).hexdigest()
+    cache = _cache_dir() if use_cache else None
+    cached = cache / f"{key}.json" if cache else None
+    if cached is not None:
+        try:
+            rule = Rule.from_json(json.loads(cached.read_text(encoding="utf-8")))
+            rule.path, rule.name = str(path), path.stem
+            return rule
+        except (OSError, ValueError, TypeError, KeyError):
+            pass
+    rule = compile_rule(path, data.decode("utf-8"))
+    if cached is not None:
+        try:
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cached.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(rule.to_json()), encoding="utf-8")
+            os.replace(tmp, cached)
+        except OSError:
+            pass  # a read-only home only costs the compile time
+    return rule
+
+
+def compile_rule(path: Path, text: str) -> Rule:
+    """Parse and validate with pySigma, convert with the DuckDB backend."""
+    from sigma.collection import SigmaCollection
+    from sigma.exceptions import SigmaError
+    from sigma.rule import SigmaRule
+
+    from delegatewatch.detections.backend import DuckDBBackend
+
+    try:
+        collection = SigmaCollection.from_yaml(text)
+        rules = [r for r in collection.rules if isinstance(r, SigmaRule)]
+        if len(rules) != 1:
+            raise RuleError(f"{path}: expected exactly one Sigma rule, found {len(rules)}")
+        sigma = rules[0]
+        if sigma.errors:
+            raise RuleError(f"{path}: {sigma.errors[0]}")
+        queries = DuckDBBackend().convert_rule(sigma)
+    except SigmaError as exc:
+        raise RuleError(f"{path}: invalid Sigma rule: {exc}") from exc
+    if len(queries) != 1:
+        raise RuleError(f"{path}: rule converts to {len(queries)} queries, expected 1")
+    if sigma.level is None:
+        raise RuleError(f"{path}: rule has no level")
+    items = list(_detection_items(sigma.detection))
+    custom = sigma.custom_attributes or {}
+    tests = custom.get("tests") or {}
+    return Rule(
+        id=str(sigma.id), name=path.stem, title=sigma.title, severity=sigma.level.name.lower(),
+        attack=[t.name.upper() for t in sigma.tags if t.namespace == "attack" and t.name.lower().startswith("t")],
+        description=(sigma.description or "").strip(), falsepositives=list(sigma.falsepositives or []),
+        references=list(sigma.references or []), path=str(path), sql=str(queries[0]),
+        fields=frozenset(i.field for i in items if i.field), operations=_operations(items),
+        runbook=str(custom.get("runbook") or "").strip(),
+        tests={"positive": list(tests.get("positive") or []), "negative": list(tests.get("negative") or [])},
+    )
+
+
+def _detection_items(detections):  # noqa: ANN001, ANN202
+    from sigma.rule import SigmaDetectionItem
+
+    def walk(node):  # noqa: ANN001, ANN202
         if isinstance(node, SigmaDetectionItem):
             yield node
         else:
             for child in getattr(node, "detection_items", []):
                 yield from walk(child)
+
     for det in detections.detections.values():
         yield from walk(det)
 
 
-def _operations(rule: SigmaRule) -> frozenset[str]:
+def _operations(items) -> frozenset[str]:  # noqa: ANN001
+    from sigma.types import SigmaString
+
     ops: set[str] = set()
-    for item in _detection_items(rule.detection):
+    for item in items:
         if item.field == "Operation":
             for v in item.value:
                 if isinstance(v, SigmaString) and not v.contains_special():
@@ -88,39 +153,13 @@ def _operations(rule: SigmaRule) -> frozenset[str]:
     return frozenset(ops)
 
 
-def load_rule(path: Path, backend: DuckDBBackend | None = None) -> Rule:
-    text = path.read_text(encoding="utf-8")
-    try:
-        collection = SigmaCollection.from_yaml(text)
-        rules = [r for r in collection.rules if isinstance(r, SigmaRule)]
-        if len(rules) != 1:
-            raise RuleError(f"{path}: expected exactly one Sigma rule, found {len(rules)}")
-        sigma = rules[0]
-        if sigma.errors:
-            raise RuleError(f"{path}: {sigma.errors[0]}")
-        queries = (backend or DuckDBBackend()).convert_rule(sigma)
-    except SigmaError as exc:
-        raise RuleError(f"{path}: invalid Sigma rule: {exc}") from exc
-    if len(queries) != 1:
-        raise RuleError(f"{path}: rule converts to {len(queries)} queries, expected 1")
-    fields = frozenset(i.field for i in _detection_items(sigma.detection) if i.field)
-    custom = sigma.custom_attributes or {}
-    tests = custom.get("tests") or {}
-    if sigma.level is None:
-        raise RuleError(f"{path}: rule has no level")
-    return Rule(sigma=sigma, path=str(path), sql=str(queries[0]), fields=fields, operations=_operations(sigma),
-                runbook=str(custom.get("runbook") or "").strip(),
-                tests={"positive": list(tests.get("positive") or []), "negative": list(tests.get("negative") or [])})
-
-
 def builtin_rules_dir() -> Path:
     return Path(str(resources.files("delegatewatch.detections") / "rules"))
 
 
-def load_rules(directory: Path | None = None) -> list[Rule]:
+def load_rules(directory: Path | None = None, *, use_cache: bool = True) -> list[Rule]:
     directory = directory or builtin_rules_dir()
-    backend = DuckDBBackend()
-    rules = [load_rule(p, backend) for p in sorted(directory.glob("*.yml"))]
+    rules = [load_rule(p, use_cache=use_cache) for p in sorted(directory.glob("*.yml"))]
     seen: dict[str, str] = {}
     for r in rules:
         if r.id in seen:

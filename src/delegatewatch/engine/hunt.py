@@ -3,11 +3,19 @@
 sources (files → Record) → de-duplication by UAL ``Id`` → prefilter (only records whose
 ``Operation`` some rule names) → rules in DuckDB (batch) → typed events for the matches →
 findings → context (severity) → sorted findings + read statistics.
+
+Work is cut into *units*: a whole file, or a byte range of a large plain NDJSON file. Units run
+in worker processes when there is enough input to pay for them (the machine's cores are the
+only way past one core's regex and parsing speed); results are merged in input order, so
+de-duplication, line numbers and findings are the same as a single-process run.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import multiprocessing
+import os
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 
 from delegatewatch.detections.engine import RuleEngine
@@ -18,10 +26,18 @@ from delegatewatch.events.ual import UalMapper
 from delegatewatch.findings.build import apply_context, build, sort_findings
 from delegatewatch.findings.model import Finding
 from delegatewatch.records import ReadStats, Record
+from delegatewatch.records.model import merge_stats
 from delegatewatch.records.prefilter import Prefilter
-from delegatewatch.sources import read_paths
+from delegatewatch.sources import iter_files, read_file, read_range, split_points
+from delegatewatch.sources.detect import detect
+from delegatewatch.sources.ndjson import DIALECT as NDJSON
+from delegatewatch.sources.opening import sniff
 
 BATCH = 20_000
+#: Files at least this large are split into ranges for parallel work (plain UTF-8 NDJSON only).
+SPLIT_MIN = 64 << 20
+#: Below this much input in total, worker processes cost more than they save.
+PARALLEL_MIN = 32 << 20
 
 
 @dataclass
@@ -33,6 +49,26 @@ class HuntResult:
     by_severity: dict[str, int] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class Unit:
+    path: str
+    start: int = 0
+    end: int | None = None  # None: the whole file, with dialect detection
+
+    @property
+    def size(self) -> int:
+        return (self.end - self.start) if self.end is not None else os.path.getsize(self.path)
+
+
+@dataclass
+class UnitResult:
+    stats: ReadStats
+    lines: int  # lines in a range unit, to number the next range of the same file
+    ids: list[str]  # Ids of candidate records, in order (cross-unit de-duplication)
+    matches: list[tuple[int, Record]]  # (rule index, record)
+    candidates: int = 0
+
+
 def prefilter_for(rules: Sequence[Rule]) -> Prefilter | None:
     """None (parse everything) as soon as one rule does not name its operations."""
     if not rules or any(not r.operations for r in rules):
@@ -40,46 +76,139 @@ def prefilter_for(rules: Sequence[Rule]) -> Prefilter | None:
     return Prefilter.for_operations(set().union(*(r.operations for r in rules)))
 
 
-def hunt(paths: Sequence[str], *, directory: Directory | None = None, rules: Sequence[Rule] | None = None,
-         full_parse: bool = False, on_file: Callable[[str, int], None] | None = None) -> HuntResult:
-    rules = list(rules) if rules is not None else load_rules()
-    prefilter = None if full_parse else prefilter_for(rules)
-    wanted = prefilter_for(rules)  # the exact test on parsed records, even with --full-parse
-    engine = RuleEngine(rules)
-    resolver = Resolver(directory)
-    mapper = UalMapper(resolver)
+# -- one unit of work (in this process or a worker) ------------------------------------------
+_worker: dict = {}
+
+
+def _init_worker(rules: list[Rule], full_parse: bool) -> None:
+    _worker.clear()
+    _worker.update(rules=rules, full_parse=full_parse, wanted=prefilter_for(rules))
+
+
+def _scan(unit: Unit) -> UnitResult:
+    rules: list[Rule] = _worker["rules"]
+    wanted: Prefilter | None = _worker["wanted"]
+    prefilter = None if _worker["full_parse"] else wanted
+    if "engine" not in _worker:
+        _worker["engine"] = RuleEngine(rules)  # one DuckDB connection per process, made after fork
+    engine: RuleEngine = _worker["engine"]
+    index = {r.id: i for i, r in enumerate(rules)}
     stats = ReadStats()
-    seen_ids: set[str] = set()
+    records: Iterator[Record]
+    if unit.end is None:
+        records = read_file(unit.path, stats, prefilter)
+    else:
+        records = read_range(unit.path, unit.start, unit.end, stats, prefilter)
+    seen: set[str] = set()
+    ids: list[str] = []
     batch: list[Record] = []
-    findings: list[Finding] = []
-    events_by_finding: dict[str, Event | None] = {}
+    matches: list[tuple[int, Record]] = []
     candidates = 0
 
     def flush() -> None:
         for rule, i in engine.evaluate([r.data for r in batch]):
-            record = batch[i]
-            events = mapper.events(record)
-            for f in build(rule, record, events):
-                findings.append(f)
-                events_by_finding[f.id] = next((e for e in events if getattr(e, "grantee", None)
-                                                and e.grantee.name == f.grantee), events[0] if events else None)
+            matches.append((index[rule.id], batch[i]))
         batch.clear()
 
-    for record in read_paths(paths, stats, prefilter, on_file):
+    for record in records:
         rid = record.data.get("Id")
         if isinstance(rid, str) and rid:
-            if rid in seen_ids:
+            if rid in seen:
                 stats.duplicates += 1
                 continue
-            seen_ids.add(rid)
+            seen.add(rid)
         if wanted is not None and not wanted.wants(record.data):
             continue
+        if isinstance(rid, str) and rid:
+            ids.append(rid)
         candidates += 1
-        mapper.observe(record.data)
         batch.append(record)
         if len(batch) >= BATCH:
             flush()
     flush()
+    return UnitResult(stats, stats.records_seen if unit.end is not None else 0, ids, matches, candidates)
+
+
+# -- planning and merging --------------------------------------------------------------------
+def plan(paths: Sequence[str], jobs: int, stats: ReadStats) -> list[Unit]:
+    units: list[Unit] = []
+    files = list(iter_files(paths))
+    for path in files:
+        if not os.path.exists(path):
+            stats.skip_file(path, "no such file or folder")
+            continue
+        size = os.path.getsize(path)
+        if jobs > 1 and size >= SPLIT_MIN:
+            try:
+                opened = sniff(path)
+            except OSError:
+                opened = None
+            if (opened is not None and not opened.gzip and opened.encoding == "utf-8" and opened.bom == 0
+                    and detect(opened).dialect == NDJSON):
+                stats.files_read.append((path, NDJSON))
+                units += [Unit(path, s, e) for s, e in split_points(path, jobs * 2)]
+                continue
+        units.append(Unit(path))
+    return units
+
+
+def _run_units(units: list[Unit], rules: list[Rule], full_parse: bool, jobs: int) -> Iterator[UnitResult]:
+    total = sum(u.size for u in units)
+    if jobs <= 1 or len(units) < 2 or total < PARALLEL_MIN:
+        _init_worker(rules, full_parse)
+        yield from map(_scan, units)
+        return
+    ctx = multiprocessing.get_context("fork") if "fork" in multiprocessing.get_all_start_methods() else None
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_init_worker,
+                             initargs=(rules, full_parse)) as pool:
+        yield from pool.map(_scan, units)
+
+
+def default_jobs() -> int:
+    return max(1, min(os.cpu_count() or 1, 8))
+
+
+def hunt(paths: Sequence[str], *, directory: Directory | None = None, rules: Sequence[Rule] | None = None,
+         full_parse: bool = False, jobs: int | None = None,
+         on_file: Callable[[str, int], None] | None = None) -> HuntResult:
+    rules = list(rules) if rules is not None else load_rules()
+    jobs = default_jobs() if jobs is None else max(1, jobs)
+    stats = ReadStats()
+    units = plan(paths, jobs, stats)
+    mapper = UalMapper(Resolver(directory))
+    seen: set[str] = set()
+    matched: list[tuple[int, Record]] = []
+    candidates = 0
+    line_offset: dict[str, int] = {}
+    for unit, result in zip(units, _run_units(units, rules, full_parse, jobs)):
+        offset = line_offset.get(unit.path, 0) if unit.end is not None else 0
+        merge_stats(stats, result.stats, offset)
+        for rule_index, record in result.matches:
+            rid = record.data.get("Id")
+            if isinstance(rid, str) and rid in seen:
+                continue  # the same record was already read from an earlier file or range
+            if record.line is not None:
+                record.line += offset
+            matched.append((rule_index, record))
+        before = len(seen)
+        seen.update(result.ids)
+        stats.duplicates += len(result.ids) - (len(seen) - before)
+        candidates += result.candidates - (len(result.ids) - (len(seen) - before))
+        if unit.end is not None:
+            line_offset[unit.path] = offset + result.lines
+        if on_file is not None:
+            on_file(unit.path, unit.size)
+
+    findings: list[Finding] = []
+    events_by_finding: dict[str, Event | None] = {}
+    for _, record in matched:
+        mapper.observe(record.data)  # learn the tenant's domains before judging grantees external
+    for rule_index, record in matched:
+        events = mapper.events(record)
+        for f in build(rules[rule_index], record, events):
+            findings.append(f)
+            events_by_finding[f.id] = next((e for e in events if getattr(e, "grantee", None)
+                                            and e.grantee.name == f.grantee), events[0] if events else None)
     apply_context(findings, events_by_finding)
     result = HuntResult(sort_findings(findings), stats, rules, candidates)
     for f in result.findings:

@@ -75,3 +75,21 @@ class ReadStats:
 
     def skip_file(self, path: str, reason: str) -> None:
         self.files_skipped.append((path, reason))
+
+
+def merge_stats(into: ReadStats, other: ReadStats, line_offset: int = 0) -> None:
+    """Add ``other``'s counters to ``into``; issue line numbers move by ``line_offset`` (a byte
+    range of a file counts its lines from 1)."""
+    into.files_read.extend(other.files_read)
+    into.files_skipped.extend(other.files_skipped)
+    into.records_seen += other.records_seen
+    into.records_parsed += other.records_parsed
+    into.duplicates += other.duplicates
+    into.skipped += other.skipped
+    into.warnings += other.warnings
+    into.skip_reasons.update(other.skip_reasons)
+    for issue in other.issues:
+        if len(into.issues) >= MAX_ISSUES_KEPT:
+            break
+        line = issue.line + line_offset if issue.line is not None else None
+        into.issues.append(RecordIssue(issue.source, line, issue.message, issue.skipped))

@@ -58,6 +58,33 @@ def read_file(path: str, stats: ReadStats, prefilter: Prefilter | None = None) -
         stats.issue(path, None, f"read error, rest of file not read: {exc}", reason="read error")
 
 
+def split_points(path: str, parts: int) -> list[tuple[int, int]]:
+    """Byte ranges of about equal size that start and end on line boundaries."""
+    size = os.path.getsize(path)
+    bounds = [0]
+    with open(path, "rb") as f:
+        for i in range(1, parts):
+            target = max(size * i // parts, bounds[-1])
+            f.seek(target)
+            if target > 0:
+                f.readline()  # finish the line that straddles the target
+            pos = f.tell()
+            if pos >= size:
+                break
+            if pos > bounds[-1]:
+                bounds.append(pos)
+    bounds.append(size)
+    return list(zip(bounds, bounds[1:]))
+
+
+def read_range(path: str, start: int, end: int, stats: ReadStats,
+               prefilter: Prefilter | None = None) -> Iterator[Record]:
+    """Records of one byte range of a plain UTF-8 NDJSON file (see :func:`split_points`)."""
+    with open(path, "rb") as stream:
+        stream.seek(start)
+        yield from ndjson.read(path, stream, stats, prefilter, limit=end - start)
+
+
 def read_paths(paths: Iterable[str], stats: ReadStats, prefilter: Prefilter | None = None,
                on_file: Callable[[str, int], None] | None = None) -> Iterator[Record]:
     """Records of every file; ``on_file(path, size)`` is called after each file (progress)."""

@@ -2,7 +2,8 @@
 
 A UAL record never spans lines in these exports (AuditData is compact JSON: its newlines are
 escaped), so a line is a record. Files are read in large blocks; with a prefilter, only lines its
-byte regex finds are handed on, and the rest is only counted.
+byte regex finds are handed on, and the rest is only counted. Each block is scanned for newlines
+once (for line numbers) and never copied.
 """
 
 from __future__ import annotations
@@ -16,63 +17,84 @@ from delegatewatch.records.prefilter import Prefilter
 BLOCK = 8 << 20
 
 
-def _blocks(stream: BinaryIO) -> Iterator[bytes]:
-    """Blocks of whole lines (each ends with a newline, except possibly the last)."""
+def _blocks(stream: BinaryIO, limit: int | None = None) -> Iterator[tuple[bytes, int, int]]:
+    """(buffer, start, end): ``buffer[start:end]`` holds whole lines (the very last one may lack
+    its newline). Blocks are the buffers read, not copies; only a line that straddles two reads
+    is joined. ``limit``: read at most this many bytes (a range of a file split for parallel work).
+    """
     rest = b""
+    remaining = limit
     while True:
-        chunk = stream.read(BLOCK)
+        size = BLOCK if remaining is None else min(BLOCK, remaining)
+        chunk = stream.read(size) if size > 0 else b""
+        if remaining is not None:
+            remaining -= len(chunk)
         if not chunk:
             if rest:
-                yield rest
+                yield rest, 0, len(rest)
             return
-        data = rest + chunk if rest else chunk
-        cut = data.rfind(b"\n")
+        begin = 0
+        if rest:
+            nl = chunk.find(b"\n")
+            if nl < 0:
+                rest += chunk  # a line longer than a read: keep reading
+                continue
+            head = rest + chunk[: nl + 1]
+            yield head, 0, len(head)
+            begin = nl + 1
+        cut = chunk.rfind(b"\n", begin)
         if cut < 0:
-            rest = data  # a line longer than a block: keep reading
+            rest = chunk[begin:]
             continue
-        rest = data[cut + 1 :]
-        yield data[: cut + 1]
+        rest = chunk[cut + 1 :]
+        yield chunk, begin, cut + 1
 
 
 def iter_lines(stream: BinaryIO, stats: ReadStats, prefilter: Prefilter | None,
-               first_line: int = 1) -> Iterator[tuple[int, bytes]]:
-    """(line number, stripped line) for every non-blank line, or only prefilter candidates."""
+               first_line: int = 1, limit: int | None = None) -> Iterator[tuple[int, bytes]]:
+    """(line number, stripped line) for every non-blank line, or only prefilter candidates.
+
+    ``stats.records_seen`` counts lines (with a prefilter, blank lines are not told apart:
+    finding them would cost another pass over the data).
+    """
     line_base = first_line - 1  # lines before the current block
-    for block in _blocks(stream):
-        n_lines = block.count(b"\n") + (0 if block.endswith(b"\n") else 1)
-        blank = block.count(b"\n\n") + block.count(b"\n\r\n") + (block[:1] in (b"\n", b"\r"))
-        stats.records_seen += n_lines - blank
-        spans = _all_lines(block) if prefilter is None else _candidate_lines(block, prefilter)
-        counted_to = 0
+    for block, begin, end in _blocks(stream, limit):
+        spans = _all_lines(block, begin, end) if prefilter is None else _candidate_lines(block, begin, end, prefilter)
+        counted_to = begin
         line_no = line_base
-        for start, end in spans:
+        for start, stop in spans:
             line_no += block.count(b"\n", counted_to, start)
             counted_to = start
-            raw = block[start:end].strip()
+            raw = block[start:stop].strip()
             if raw:
                 yield line_no + 1, raw
+            elif prefilter is None:
+                stats.records_seen -= 1  # blank line: not a record
+        n_lines = line_no - line_base + block.count(b"\n", counted_to, end)
+        if not block.endswith(b"\n", begin, end):
+            n_lines += 1
+        stats.records_seen += n_lines
         line_base += n_lines
 
 
-def _all_lines(block: bytes) -> Iterator[tuple[int, int]]:
-    start, size = 0, len(block)
+def _all_lines(block: bytes, start: int, size: int) -> Iterator[tuple[int, int]]:
     while start < size:
-        end = block.find(b"\n", start)
+        end = block.find(b"\n", start, size)
         if end < 0:
             end = size
         yield start, end
         start = end + 1
 
 
-def _candidate_lines(block: bytes, prefilter: Prefilter) -> Iterator[tuple[int, int]]:
+def _candidate_lines(block: bytes, begin: int, size: int, prefilter: Prefilter) -> Iterator[tuple[int, int]]:
     last_start = -1
-    for m in prefilter.raw.finditer(block):
-        start = block.rfind(b"\n", 0, m.start()) + 1
+    for m in prefilter.raw.finditer(block, begin, size):
+        start = max(block.rfind(b"\n", begin, m.start()) + 1, begin)
         if start == last_start:
             continue  # a second match in the same line
         last_start = start
-        end = block.find(b"\n", m.end())
-        yield start, (end if end >= 0 else len(block))
+        end = block.find(b"\n", m.end(), size)
+        yield start, (end if end >= 0 else size)
 
 
 def decode_text(raw: bytes, source: str, line_no: int, stats: ReadStats) -> str:

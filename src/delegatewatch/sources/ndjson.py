@@ -20,9 +20,12 @@ from delegatewatch.sources.ual import NotAnAuditRecord, to_audit_record
 DIALECT = "ndjson"
 
 
-def read(path: str, stream: BinaryIO, stats: ReadStats, prefilter: Prefilter | None) -> Iterator[Record]:
+def read(path: str, stream: BinaryIO, stats: ReadStats, prefilter: Prefilter | None,
+         limit: int | None = None) -> Iterator[Record]:
+    """Records of ``stream``; ``limit`` stops after that many bytes (a range of a split file,
+    whose line numbers then count from the range's first line)."""
     index = 0
-    for line_no, raw in iter_lines(stream, stats, prefilter):
+    for line_no, raw in iter_lines(stream, stats, prefilter, limit=limit):
         index += 1
         try:
             obj = orjson.loads(raw)
