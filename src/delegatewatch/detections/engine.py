@@ -65,8 +65,15 @@ class RuleEngine:
                 self.con.unregister("events")
         return [(self.rules[n], i) for n in sorted(hits) for i in sorted(hits[n])]
 
+    def close(self) -> None:
+        self.con.close()
+
     def matches(self, rule: Rule, records: Iterable[dict[str, Any]]) -> list[bool]:
         """Whether ``rule`` matches each record (used by ``rules test``)."""
         recs = list(records)
-        hit = {i for r, i in RuleEngine([rule]).evaluate(recs)}
+        engine = RuleEngine([rule])
+        try:
+            hit = {i for r, i in engine.evaluate(recs)}
+        finally:
+            engine.close()
         return [i in hit for i in range(len(recs))]

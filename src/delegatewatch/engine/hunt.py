@@ -16,6 +16,7 @@ import multiprocessing
 import os
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 
 from delegatewatch.detections.engine import RuleEngine
@@ -152,16 +153,33 @@ def plan(paths: Sequence[str], jobs: int, stats: ReadStats) -> list[Unit]:
     return units
 
 
+def _in_process(units: list[Unit], rules: list[Rule], full_parse: bool) -> Iterator[UnitResult]:
+    _init_worker(rules, full_parse)
+    try:
+        yield from map(_scan, units)
+    finally:
+        engine = _worker.pop("engine", None)
+        if engine is not None:
+            engine.close()  # no DuckDB threads may be alive when a later hunt forks workers
+
+
 def _run_units(units: list[Unit], rules: list[Rule], full_parse: bool, jobs: int) -> Iterator[UnitResult]:
     total = sum(u.size for u in units)
     if jobs <= 1 or len(units) < 2 or total < PARALLEL_MIN:
-        _init_worker(rules, full_parse)
-        yield from map(_scan, units)
+        yield from _in_process(units, rules, full_parse)
         return
-    ctx = multiprocessing.get_context("fork") if "fork" in multiprocessing.get_all_start_methods() else None
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_init_worker,
-                             initargs=(rules, full_parse)) as pool:
-        yield from pool.map(_scan, units)
+    # fork: workers start at once with everything imported. The parent holds no DuckDB connection.
+    ctx = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
+    done = 0
+    try:
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_init_worker,
+                                 initargs=(rules, full_parse)) as pool:
+            for result in pool.map(_scan, units):
+                done += 1
+                yield result
+    except BrokenProcessPool:
+        # A worker died (out of memory, killed): finish the remaining units here, slower but complete.
+        yield from _in_process(units[done:], rules, full_parse)
 
 
 def default_jobs() -> int:
