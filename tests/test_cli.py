@@ -49,7 +49,8 @@ def test_no_findings_still_exits_zero(tmp_path):
 
 
 def test_malformed_input_never_tracebacks(tmp_path):
-    (tmp_path / "a.ndjson").write_text(compact(ual()) + '\n{"Operation":"Add-MailboxPermission","Id":"trunc\n')
+    truncated = compact(ual(rid="d0000000-0000-0000-0000-000000000002"))[:-60]  # still names FullAccess
+    (tmp_path / "a.ndjson").write_text(compact(ual()) + "\n" + truncated + "\n")
     (tmp_path / "b.bin").write_bytes(bytes(range(256)) * 50)
     (tmp_path / "c.csv").write_text('RecordId,CreationDate,RecordType,Operation,UserId,AuditData\nx,"y,1,2\n')
     (tmp_path / "empty.json").write_text("")

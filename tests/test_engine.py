@@ -22,7 +22,7 @@ def big_file(tmp_path):
             lines.append(compact(ual(rid=f"a0000000-0000-0000-0000-{i:012d}", Identity=f"m{i}@contoso.com",
                                      User="eve@contoso.com", AccessRights="FullAccess")))
         if i % 500 == 0:
-            lines.append('{"Operation":"Add-MailboxPermission","Id":"broken')
+            lines.append('{"Operation":"Add-MailboxPermission","AccessRights":"FullAccess","Id":"broken')
         if i % 1000 == 999:
             lines.append(compact(ual(rid="a0000000-0000-0000-0000-000000000097", Identity="m97@contoso.com",
                                      User="eve@contoso.com", AccessRights="FullAccess")))  # a repeat

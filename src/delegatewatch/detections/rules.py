@@ -22,7 +22,7 @@ from typing import Any
 
 SEVERITIES = ("informational", "low", "medium", "high", "critical")
 #: Bump when the backend or the compiled fields change: old cache entries are then ignored.
-COMPILER_VERSION = "1"
+COMPILER_VERSION = "2"
 
 
 @dataclass
@@ -39,18 +39,22 @@ class Rule:
     sql: str
     fields: frozenset[str]
     operations: frozenset[str]  # Operation values the rule can match; empty = any
+    #: lower-case strings of which a record must contain one to match; None = not known
+    required: frozenset[str] | None = None
     runbook: str = ""
     tests: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
         d["fields"], d["operations"] = sorted(self.fields), sorted(self.operations)
+        d["required"] = sorted(self.required) if self.required is not None else None
         return d
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> Rule:
         d = dict(d)
         d["fields"], d["operations"] = frozenset(d["fields"]), frozenset(d["operations"])
+        d["required"] = frozenset(d["required"]) if d.get("required") is not None else None
         return cls(**d)
 
 
@@ -112,6 +116,12 @@ def compile_rule(path: Path, text: str) -> Rule:
     if sigma.level is None:
         raise RuleError(f"{path}: rule has no level")
     items = list(_detection_items(sigma.detection))
+    operations = _operations(items)
+    required = None
+    if len(sigma.detection.parsed_condition) == 1:
+        from delegatewatch.detections.literals import required_literals
+
+        required = required_literals(sigma.detection.parsed_condition[0].parsed, operations)
     custom = sigma.custom_attributes or {}
     tests = custom.get("tests") or {}
     return Rule(
@@ -119,7 +129,7 @@ def compile_rule(path: Path, text: str) -> Rule:
         attack=[t.name.upper() for t in sigma.tags if t.namespace == "attack" and t.name.lower().startswith("t")],
         description=(sigma.description or "").strip(), falsepositives=list(sigma.falsepositives or []),
         references=list(sigma.references or []), path=str(path), sql=str(queries[0]),
-        fields=frozenset(i.field for i in items if i.field), operations=_operations(items),
+        fields=frozenset(i.field for i in items if i.field), operations=operations, required=required,
         runbook=str(custom.get("runbook") or "").strip(),
         tests={"positive": list(tests.get("positive") or []), "negative": list(tests.get("negative") or [])},
     )

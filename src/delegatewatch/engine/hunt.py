@@ -70,11 +70,17 @@ class UnitResult:
     candidates: int = 0
 
 
-def prefilter_for(rules: Sequence[Rule]) -> Prefilter | None:
+def prefilter_for(rules: Sequence[Rule], *, literals: bool = True) -> Prefilter | None:
     """None (parse everything) as soon as one rule does not name its operations."""
     if not rules or any(not r.operations for r in rules):
         return None
-    return Prefilter.for_operations(set().union(*(r.operations for r in rules)))
+    operations = set().union(*(r.operations for r in rules))
+    needed: dict[str, set[str] | None] = {}
+    if literals:
+        for op in {o.lower() for o in operations}:
+            reqs = [r.required for r in rules if op in {o.lower() for o in r.operations}]
+            needed[op] = None if any(q is None for q in reqs) else set().union(*reqs)  # type: ignore[arg-type]
+    return Prefilter.for_operations(operations, needed)
 
 
 # -- one unit of work (in this process or a worker) ------------------------------------------
@@ -83,13 +89,14 @@ _worker: dict = {}
 
 def _init_worker(rules: list[Rule], full_parse: bool) -> None:
     _worker.clear()
-    _worker.update(rules=rules, full_parse=full_parse, wanted=prefilter_for(rules))
+    _worker.update(rules=rules, full_parse=full_parse, wanted=prefilter_for(rules, literals=False),
+                   prefilter=prefilter_for(rules))
 
 
 def _scan(unit: Unit) -> UnitResult:
     rules: list[Rule] = _worker["rules"]
     wanted: Prefilter | None = _worker["wanted"]
-    prefilter = None if _worker["full_parse"] else wanted
+    prefilter = None if _worker["full_parse"] else _worker["prefilter"]
     if "engine" not in _worker:
         _worker["engine"] = RuleEngine(rules)  # one DuckDB connection per process, made after fork
     engine: RuleEngine = _worker["engine"]

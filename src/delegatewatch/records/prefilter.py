@@ -1,35 +1,52 @@
 """Skip records no rule can match, before paying for JSON parsing.
 
-Every Microsoft 365 rule names the ``Operation`` values it looks at, so a record whose
-``Operation`` is none of them cannot match. The prefilter turns that set into one regular
-expression over raw bytes, anchored on the literal ``Operation`` key so Python's regex engine
-can use its fast literal search (measured ~2 GB/s, against ~90 MB/s for parsing every line with
-orjson). It matches plain JSON (``"Operation":"X"``), spaced JSON and the doubled quotes of
-JSON inside a CSV field (``""Operation"":""X""``). The decision is re-checked on the parsed
-record, so the byte test only has to never miss, not to be exact.
+Stage one: every Microsoft 365 rule names the ``Operation`` values it looks at, so a record
+whose ``Operation`` is none of them cannot match. That set becomes one regular expression over
+raw bytes, anchored on the literal ``Operation`` key so Python's regex engine can use its fast
+literal search (~2 GB/s, against ~90 MB/s for parsing every line with orjson). It matches plain
+JSON (``"Operation":"X"``), spaced JSON and the doubled quotes of JSON inside a CSV field
+(``""Operation"":""X""``).
+
+Stage two: for the operation found, the rules that look at it each need one of a few literals
+in the record (``detections/literals.py``: a parameter name, a right, a principal); a line with
+none of them is dropped too. Both stages may keep too much (the parsed record is re-checked and
+the rules decide), never too little: tests compare against a hunt without the prefilter.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 
 @dataclass(frozen=True)
 class Prefilter:
     operations: frozenset[str]  # lower-case Operation values
-    raw: re.Pattern[bytes]
+    raw: re.Pattern[bytes]  # group 1: the operation
     text: re.Pattern[str]
+    #: operation (lower-case) → literals one of which the line must contain; absent = no test
+    literals: Mapping[str, tuple[bytes, ...]] = field(default_factory=dict)
 
     @classmethod
-    def for_operations(cls, operations: Iterable[str]) -> Prefilter:
+    def for_operations(cls, operations: Iterable[str],
+                       literals: Mapping[str, Iterable[str] | None] | None = None) -> Prefilter:
         ops = sorted({o for o in operations if o}, key=len, reverse=True)
         alternation = "|".join(re.escape(o) for o in ops)
-        pattern = r'Operation""?\s*:\s*""?(?i:' + alternation + r')""?'
-        return cls(frozenset(o.lower() for o in ops), re.compile(pattern.encode()), re.compile(pattern))
+        pattern = r'Operation""?\s*:\s*""?(?i:(' + alternation + r'))""?'
+        lits = {op.lower(): tuple(sorted(x.lower().encode("ascii") for x in req))
+                for op, req in (literals or {}).items() if req is not None}
+        return cls(frozenset(o.lower() for o in ops), re.compile(pattern.encode()), re.compile(pattern), lits)
 
     def wants(self, record: dict[str, Any]) -> bool:
         op = record.get("Operation")
         return isinstance(op, str) and op.lower() in self.operations
+
+    def keep(self, operation: bytes, line: bytes) -> bool:
+        """Stage two on a raw line whose operation stage one found."""
+        needed = self.literals.get(operation.decode("ascii", "replace").lower())
+        if needed is None:
+            return True
+        low = line.lower()
+        return any(lit in low for lit in needed)

@@ -92,9 +92,12 @@ def _candidate_lines(block: bytes, begin: int, size: int, prefilter: Prefilter) 
         start = max(block.rfind(b"\n", begin, m.start()) + 1, begin)
         if start == last_start:
             continue  # a second match in the same line
-        last_start = start
         end = block.find(b"\n", m.end(), size)
-        yield start, (end if end >= 0 else size)
+        end = end if end >= 0 else size
+        if prefilter.literals and not prefilter.keep(m.group(1), block[start:end]):
+            continue  # a later match in this line may still name a wanted operation
+        last_start = start
+        yield start, end
 
 
 def decode_text(raw: bytes, source: str, line_no: int, stats: ReadStats) -> str:
