@@ -26,7 +26,8 @@ class Prefilter:
     operations: frozenset[str]  # lower-case Operation values
     raw: re.Pattern[bytes]  # group 1: the operation
     text: re.Pattern[str]
-    #: operation (lower-case) → literals one of which the line must contain; absent = no test
+    #: operation (lower-case) → lower-case literals one of which the line must contain; an
+    #: operation that is absent has no second-stage test
     literals: Mapping[str, tuple[bytes, ...]] = field(default_factory=dict)
 
     @classmethod
@@ -35,6 +36,8 @@ class Prefilter:
         ops = sorted({o for o in operations if o}, key=len, reverse=True)
         alternation = "|".join(re.escape(o) for o in ops)
         pattern = r'Operation""?\s*:\s*""?(?i:(' + alternation + r'))""?'
+        # Lower-casing a line and testing a few substrings is faster than a case-insensitive regex
+        # here: Python's regex engine has no fast search for case-insensitive alternations.
         lits = {op.lower(): tuple(sorted(x.lower().encode("ascii") for x in req))
                 for op, req in (literals or {}).items() if req is not None}
         return cls(frozenset(o.lower() for o in ops), re.compile(pattern.encode()), re.compile(pattern), lits)
@@ -43,10 +46,13 @@ class Prefilter:
         op = record.get("Operation")
         return isinstance(op, str) and op.lower() in self.operations
 
-    def keep(self, operation: bytes, line: bytes) -> bool:
-        """Stage two on a raw line whose operation stage one found."""
+    def keep(self, operation: bytes, line: bytes, start: int = 0, end: int | None = None) -> bool:
+        """Stage two on ``line[start:end]``, a raw line whose operation stage one found."""
         needed = self.literals.get(operation.decode("ascii", "replace").lower())
         if needed is None:
             return True
-        low = line.lower()
-        return any(lit in low for lit in needed)
+        low = line[start:end].lower()
+        for literal in needed:
+            if literal in low:
+                return True
+        return False

@@ -94,7 +94,7 @@ def _candidate_lines(block: bytes, begin: int, size: int, prefilter: Prefilter) 
             continue  # a second match in the same line
         end = block.find(b"\n", m.end(), size)
         end = end if end >= 0 else size
-        if prefilter.literals and not prefilter.keep(m.group(1), block[start:end]):
+        if prefilter.literals and not prefilter.keep(m.group(1), block, start, end):
             continue  # a later match in this line may still name a wanted operation
         last_start = start
         yield start, end
