@@ -115,6 +115,7 @@ class UalMapper:
             "add delegated permission grant.": self._app_permission,
             "add app role assignment to service principal.": self._app_permission,
             "update application.": self._app_permission,
+            "updateinboxrules": self._update_inbox_rules,
             "send": self._send,
             "sendas": self._send,
             "sendonbehalf": self._send,
@@ -280,6 +281,18 @@ class UalMapper:
         return [RuleChange(**base, mailbox=mailbox, rule_name=p.get("name"), forwards_to=forwards,
                            deletes=p.get("deletemessage", "").lower() == "true" or p.get("softdeletemessage", "").lower() == "true",
                            marks_read=p.get("markasread", "").lower() == "true", moves_to=p.get("movetofolder"))]
+
+    def _update_inbox_rules(self, rec, data, p, base):
+        # Rules made in Outlook: the actions come as text in OperationProperties (shape not documented
+        # verbatim; addresses are taken from wherever they appear in the forwarding actions).
+        props = {str(i.get("Name")): str(i.get("Value", "")) for i in data.get("OperationProperties") or []
+                 if isinstance(i, dict)}
+        text = " ".join(props.values())
+        forwards = sorted(set(re.findall(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+", text))) if re.search(
+            r"(Forward|Redirect)\w*Action", text) else []
+        return [RuleChange(**base, mailbox=self.resolver.resolve(data.get("MailboxOwnerUPN") or data.get("UserId")),
+                           rule_name=props.get("RuleName"), forwards_to=forwards,
+                           deletes="DeleteAction" in text, marks_read="MarkAsReadAction" in text)]
 
     def _send(self, rec, data, p, base):
         item = data.get("Item") or {}
