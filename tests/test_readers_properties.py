@@ -104,3 +104,26 @@ def test_json_array_truncated_anywhere_keeps_a_prefix(rs, cut):
     assert got == rs[: len(got)]  # never invents or reorders records
     if cut == 0:
         assert got == rs
+
+
+json_values = st.recursive(
+    st.one_of(st.none(), st.booleans(), st.integers(-5, 5), text),
+    lambda children: st.one_of(st.lists(children, max_size=3), st.dictionaries(text, children, max_size=3)),
+    max_leaves=8)
+
+
+@SETTINGS
+@given(st.dictionaries(st.sampled_from(["Operation", "UserId", "UserType", "Item", "ResultStatus", "X"]), json_values),
+       st.lists(st.fixed_dictionaries({"Name": st.sampled_from(["User", "AccessRights", "Identity"]),
+                                        "Value": json_values}), max_size=4),
+       st.lists(st.fixed_dictionaries({"Name": st.sampled_from(["A.B", "Scope"]), "NewValue": json_values,
+                                       "OldValue": json_values}), max_size=3))
+def test_extractor_gives_the_same_values_as_flatten(record, params, modified):
+    from delegatewatch.records.flatten import Extractor, flatten
+
+    record = dict(record, Parameters=params, ModifiedProperties=modified)
+    columns = ["Operation", "UserId", "UserType", "Item", "Item.ParentFolder.MemberUpn", "ResultStatus", "X",
+               "Parameters", "Parameters.User", "Parameters.AccessRights", "Parameters.Missing",
+               "ModifiedProperties.A.B.NewValue", "ModifiedProperties.Scope.OldValue", "Nope.Deeper"]
+    flat = flatten(record)
+    assert Extractor(columns).row(record) == [flat.get(c, "") for c in columns]

@@ -259,6 +259,7 @@ def test_fifty_megabyte_valid_record_is_read(tmp_path):
     p.write_text(compact(r) + "\n" + compact(noise(1)) + "\n")
     recs, stats = read(p, PREFILTER)
     assert len(recs) == 1 and len(recs[0].data["Padding"]) == 50 << 20
+    assert recs[0].dialect == "ndjson" and recs[0].line == 1
 
 
 def test_json_that_is_not_a_ual_record(tmp_path):

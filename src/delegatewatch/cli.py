@@ -72,7 +72,7 @@ def hunt(paths: tuple[str, ...], fmt: str, output: str | None, directory: str | 
     except (RuleError, ValueError, OSError) as exc:
         err.print(f"[red]error:[/red] {escape(str(exc))}")
         sys.exit(2)
-    files = [p for p in iter_files(paths) if os.path.isfile(p)]
+    files = [p for p in iter_files(paths) if os.path.isfile(p) and p != directory]
     total = sum(os.path.getsize(p) for p in files)
     show_progress = not quiet and err.is_terminal and total > 0
     with Progress(TextColumn("[progress.description]{task.description}"), BarColumn(), DownloadColumn(),
@@ -83,7 +83,7 @@ def hunt(paths: tuple[str, ...], fmt: str, output: str | None, directory: str | 
             progress.update(task, advance=size, description=f"hunting {Path(path).name}")
 
         result = run_hunt(list(paths), directory=users, rules=rules, full_parse=full_parse, jobs=jobs,
-                              on_file=on_file)
+                          exclude=[directory] if directory else [], on_file=on_file)
 
     try:
         with _output(output) as out:

@@ -20,7 +20,6 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-SEVERITIES = ("informational", "low", "medium", "high", "critical")
 #: Bump when the backend or the compiled fields change: old cache entries are then ignored.
 COMPILER_VERSION = "2"
 

@@ -138,9 +138,10 @@ def _scan(unit: Unit) -> UnitResult:
 
 
 # -- planning and merging --------------------------------------------------------------------
-def plan(paths: Sequence[str], jobs: int, stats: ReadStats) -> list[Unit]:
+def plan(paths: Sequence[str], jobs: int, stats: ReadStats, exclude: Sequence[str] = ()) -> list[Unit]:
     units: list[Unit] = []
-    files = list(iter_files(paths))
+    skip = {os.path.realpath(p) for p in exclude}
+    files = [p for p in iter_files(paths) if os.path.realpath(p) not in skip]
     for path in files:
         if not os.path.exists(path):
             stats.skip_file(path, "no such file or folder")
@@ -194,12 +195,14 @@ def default_jobs() -> int:
 
 
 def hunt(paths: Sequence[str], *, directory: Directory | None = None, rules: Sequence[Rule] | None = None,
-         full_parse: bool = False, jobs: int | None = None,
+         full_parse: bool = False, jobs: int | None = None, exclude: Sequence[str] = (),
          on_file: Callable[[str, int], None] | None = None) -> HuntResult:
+    """Hunt ``paths`` (files and folders). ``exclude``: files not to read (the directory file when it
+    sits among the evidence)."""
     rules = list(rules) if rules is not None else load_rules()
     jobs = default_jobs() if jobs is None else max(1, jobs)
     stats = ReadStats()
-    units = plan(paths, jobs, stats)
+    units = plan(paths, jobs, stats, exclude)
     mapper = UalMapper(Resolver(directory))
     seen: set[str] = set()
     matched: list[tuple[int, Record]] = []

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import orjson
 
 from delegatewatch.sources import csv_exports, json_document, ndjson
-from delegatewatch.sources.opening import Opened
+from delegatewatch.sources.opening import SNIFF_BYTES, Opened
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,16 +26,17 @@ def detect(opened: Opened) -> Detected:
     if first == b"[":
         return Detected(json_document.ARRAY)
     if first == b"{":
-        line = head.split(b"\n", 1)[0].strip()
+        line, newline, _ = head.partition(b"\n")
+        if not newline and len(opened.head) >= SNIFF_BYTES // 2:
+            return Detected(ndjson.DIALECT)  # one line longer than the sniff window: a long record
+        line = line.strip()
         try:
             obj = orjson.loads(line)
         except orjson.JSONDecodeError:
             obj = None
         if isinstance(obj, dict):
             return Detected(ndjson.DIALECT)
-        # Pretty-printed object(s), or a long first line cut by the sniff window: a file whose
-        # first line is a complete NDJSON line longer than the window still parses correctly
-        # as concatenated JSON values.
+        # Pretty-printed object(s) (ConvertTo-Json of one record), one after another.
         return Detected(json_document.OBJECTS)
     if first == b"<":
         return Detected(None, "XML (Windows event or Exchange admin-audit export): not supported yet")

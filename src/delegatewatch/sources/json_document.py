@@ -34,9 +34,7 @@ def read(path: str, stream: BinaryIO, stats: ReadStats, prefilter: Prefilter | N
             except NotAnAuditRecord as exc:
                 stats.issue(path, None, f"record {index}: {exc}", reason="not a UAL record")
                 continue
-            stats.records_parsed += 1
-            if prefilter is not None and not prefilter.wants(rec):
-                continue
+            stats.records_parsed += 1  # already parsed by ijson: the prefilter has nothing to save here
             yield Record(rec, path, None, index, ARRAY if array else OBJECTS)
     except ijson.IncompleteJSONError as exc:
         what = "ends before the JSON is complete" if "incomplete" in str(exc).lower() else f"has invalid JSON ({_short(exc)})"

@@ -30,11 +30,6 @@ class NotAnAuditRecord(ValueError):
     """The item decoded, but is not a UAL record (no AuditData, no Operation/CreationTime)."""
 
 
-def decode_json_text(text: str | bytes) -> Any:
-    """orjson first; JSON that orjson refuses only for its bytes goes through the stdlib."""
-    return orjson.loads(text)
-
-
 def to_audit_record(item: Any, columns: dict[str, str] | None = None) -> dict[str, Any]:
     """The UAL ``AuditData`` object of one decoded item.
 
