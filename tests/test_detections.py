@@ -161,3 +161,18 @@ def test_demo_and_real_samples_equal_with_and_without_prefilter(tmp_path):
 
     paths = [str(DEMO)] + ([str(CORPUS)] if CORPUS.is_dir() else [])
     assert _finding_keys(hunt(paths)) == _finding_keys(hunt(paths, full_parse=True))
+
+
+def test_builtin_rules_pass_pysigma_validators():
+    from delegatewatch.detections.testing import validate_rules
+
+    assert validate_rules(load_rules()) == []
+
+
+def test_pysigma_validators_report_a_dangling_detection(tmp_path):
+    from delegatewatch.detections.testing import validate_rules
+
+    (tmp_path / "d.yml").write_text(RULE.format(n=5, detection="  sel:\n    Operation: X\n  unused:\n    Operation: Y\n"
+                                                        "  condition: sel"))
+    [problem] = validate_rules(load_rules(tmp_path))
+    assert "DanglingDetection" in problem

@@ -137,7 +137,7 @@ def rules_list(rules_dir: str | None, verbose: bool) -> None:
 def rules_test(rules_dir: str | None) -> None:
     """Run every rule's own positive and negative test records; exit 1 on any failure."""
     from delegatewatch.detections.rules import RuleError, load_rules
-    from delegatewatch.detections.testing import run_rule_tests
+    from delegatewatch.detections.testing import run_rule_tests, validate_rules
 
     console = _console(False)
     try:
@@ -146,11 +146,15 @@ def rules_test(rules_dir: str | None) -> None:
         console.print(f"[red]error:[/red] {escape(str(exc))}")
         sys.exit(2)
     failures = 0
+    problems = validate_rules(loaded)
+    for problem in problems:
+        console.print(f"[red]FAIL[/red] pySigma validation: {escape(problem)}")
+    failures += len(problems)
     for outcome in run_rule_tests(loaded):
         mark = "[green]ok[/green]" if outcome.ok else "[red]FAIL[/red]"
         console.print(f"{mark} {outcome.rule.name}: {outcome.passed}/{outcome.total} records as expected")
         for problem in outcome.problems:
             console.print(f"    {escape(problem)}")
         failures += not outcome.ok
-    console.print(f"{len(loaded) - failures} passed, {failures} failed")
+    console.print(f"{len(loaded) - failures} passed, {failures} failed")  # validation problems count as failures
     sys.exit(1 if failures else 0)

@@ -38,3 +38,27 @@ def run_rule_tests(rules: Sequence[Rule]) -> Iterator[RuleTestOutcome]:
                     out.problems.append(f"{kind} record {i} (Id {rec.get('Id', '?')}) "
                                         f"{'did not match' if expected else 'matched'}")
         yield out
+
+
+#: pySigma's own rule checks that work offline (the ATT&CK/D3FEND tag checks download data sets).
+OFFLINE_VALIDATORS = (
+    "all_of_them_condition", "dangling_condition", "dangling_detection", "them_condition_with_single_detection",
+    "duplicate_references", "duplicate_title", "identifier_existence", "identifier_uniqueness",
+    "invalid_modifier_combinations", "duplicate_tag", "tag_format", "control_character", "double_wildcard",
+    "escaped_wildcard", "number_as_string", "wildcards_instead_of_modifiers",
+)
+
+
+def validate_rules(rules: Sequence[Rule]) -> list[str]:
+    """pySigma validator findings, one line each (``path: validator: description``)."""
+    from sigma.collection import SigmaCollection
+    from sigma.validation import SigmaValidator
+    from sigma.validators.core import validators
+
+    validator = SigmaValidator([validators[name] for name in OFFLINE_VALIDATORS if name in validators])
+    collection = SigmaCollection.load_ruleset([r.path for r in rules])
+    out = []
+    for issue in validator.validate_rules(collection):
+        paths = ", ".join(str(getattr(getattr(r, "source", None), "path", "") or r.title) for r in issue.rules)
+        out.append(f"{paths}: {type(issue).__name__}: {issue.description}")
+    return out
