@@ -48,6 +48,8 @@ class HuntResult:
     rules: list[Rule]
     candidates: int = 0
     by_severity: dict[str, int] = field(default_factory=dict)
+    #: the raw record behind every piece of evidence, by record id (for reports that show it)
+    records: dict[str, dict] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -239,6 +241,8 @@ def hunt(paths: Sequence[str], *, directory: Directory | None = None, rules: Seq
                                             and e.grantee.name == f.grantee), events[0] if events else None)
     apply_context(findings, events_by_finding)
     result = HuntResult(sort_findings(findings), stats, rules, candidates)
+    for _, record in matched:
+        result.records.setdefault(record.record_id, record.data)
     for f in result.findings:
         result.by_severity[f.severity] = result.by_severity.get(f.severity, 0) + 1
     return result
