@@ -79,11 +79,14 @@ def hunt(paths: tuple[str, ...], fmt: str, output: str | None, directory: str | 
                   TimeRemainingColumn(), console=err, disable=not show_progress, transient=True) as progress:
         task = progress.add_task("hunting", total=total)
 
-        def on_file(path: str, size: int) -> None:
-            progress.update(task, advance=size, description=f"hunting {Path(path).name}")
+        def on_progress(path: str, size: int) -> None:
+            if path:
+                progress.update(task, advance=size, description=f"hunting {Path(path).name}")
+            else:
+                progress.update(task, advance=size)
 
         result = run_hunt(list(paths), directory=users, rules=rules, full_parse=full_parse, jobs=jobs,
-                          exclude=[directory] if directory else [], on_file=on_file)
+                          exclude=[directory] if directory else [], on_progress=on_progress)
 
     try:
         with _output(output) as out:

@@ -103,7 +103,7 @@ def _scan(unit: Unit) -> UnitResult:
         _worker["engine"] = RuleEngine(rules)  # one DuckDB connection per process, made after fork
     engine: RuleEngine = _worker["engine"]
     index = {r.id: i for i, r in enumerate(rules)}
-    stats = ReadStats()
+    stats = ReadStats(on_bytes=_worker.get("on_bytes"))
     records: Iterator[Record]
     if unit.end is None:
         records = read_file(unit.path, stats, prefilter)
@@ -136,6 +136,7 @@ def _scan(unit: Unit) -> UnitResult:
         if len(batch) >= BATCH:
             flush()
     flush()
+    stats.on_bytes = None  # results travel back from workers by pickling
     return UnitResult(stats, stats.records_seen if unit.end is not None else 0, ids, matches, candidates)
 
 
@@ -163,8 +164,10 @@ def plan(paths: Sequence[str], jobs: int, stats: ReadStats, exclude: Sequence[st
     return units
 
 
-def _in_process(units: list[Unit], rules: list[Rule], full_parse: bool) -> Iterator[UnitResult]:
+def _in_process(units: list[Unit], rules: list[Rule], full_parse: bool,
+                on_bytes: Callable[[int], None] | None = None) -> Iterator[UnitResult]:
     _init_worker(rules, full_parse)
+    _worker["on_bytes"] = on_bytes
     try:
         yield from map(_scan, units)
     finally:
@@ -173,10 +176,11 @@ def _in_process(units: list[Unit], rules: list[Rule], full_parse: bool) -> Itera
             engine.close()  # no DuckDB threads may be alive when a later hunt forks workers
 
 
-def _run_units(units: list[Unit], rules: list[Rule], full_parse: bool, jobs: int) -> Iterator[UnitResult]:
+def _run_units(units: list[Unit], rules: list[Rule], full_parse: bool, jobs: int,
+               on_bytes: Callable[[int], None] | None = None) -> Iterator[UnitResult]:
     total = sum(u.size for u in units)
     if jobs <= 1 or len(units) < 2 or total < PARALLEL_MIN:
-        yield from _in_process(units, rules, full_parse)
+        yield from _in_process(units, rules, full_parse, on_bytes)
         return
     # fork: workers start at once with everything imported. The parent holds no DuckDB connection.
     ctx = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
@@ -198,9 +202,9 @@ def default_jobs() -> int:
 
 def hunt(paths: Sequence[str], *, directory: Directory | None = None, rules: Sequence[Rule] | None = None,
          full_parse: bool = False, jobs: int | None = None, exclude: Sequence[str] = (),
-         on_file: Callable[[str, int], None] | None = None) -> HuntResult:
+         on_progress: Callable[[str, int], None] | None = None) -> HuntResult:
     """Hunt ``paths`` (files and folders). ``exclude``: files not to read (the directory file when it
-    sits among the evidence)."""
+    sits among the evidence). ``on_progress(path, n)``: n more bytes of input are done."""
     rules = list(rules) if rules is not None else load_rules()
     jobs = default_jobs() if jobs is None else max(1, jobs)
     stats = ReadStats()
@@ -210,7 +214,14 @@ def hunt(paths: Sequence[str], *, directory: Directory | None = None, rules: Seq
     matched: list[tuple[int, Record]] = []
     candidates = 0
     line_offset: dict[str, int] = {}
-    for unit, result in zip(units, _run_units(units, rules, full_parse, jobs)):
+    reported = [0]
+
+    def on_bytes(n: int) -> None:  # in-process reading reports as it goes
+        reported[0] += n
+        if on_progress is not None:
+            on_progress("", n)
+
+    for unit, result in zip(units, _run_units(units, rules, full_parse, jobs, on_bytes)):
         offset = line_offset.get(unit.path, 0) if unit.end is not None else 0
         merge_stats(stats, result.stats, offset)
         for rule_index, record in result.matches:
@@ -226,8 +237,9 @@ def hunt(paths: Sequence[str], *, directory: Directory | None = None, rules: Seq
         candidates += result.candidates - (len(result.ids) - (len(seen) - before))
         if unit.end is not None:
             line_offset[unit.path] = offset + result.lines
-        if on_file is not None:
-            on_file(unit.path, unit.size)
+        if on_progress is not None:
+            on_progress(unit.path, max(0, unit.size - reported[0]))  # the rest of the unit
+        reported[0] = 0
 
     findings: list[Finding] = []
     events_by_finding: dict[str, Event | None] = {}

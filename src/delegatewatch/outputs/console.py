@@ -47,6 +47,7 @@ def summary(result: HuntResult, console: Console) -> None:
     for issue in s.issues[:20]:
         console.print(f"  [dim]{escape(str(issue))}[/dim]")
     if len(s.issues) > 20:
-        console.print(f"  [dim]… {len(s.issues) - 20} more (use --format jsonl with --log-issues FILE for all)[/dim]")
+        more = s.skipped + s.warnings - 20
+        console.print(f"  [dim]… and {more:,} more (every one is counted above by reason)[/dim]")
     counts = ", ".join(f"[{STYLE[sev]}]{result.by_severity.get(sev, 0)} {sev}[/]" for sev in reversed(SEVERITIES))
     console.print(f"[bold]Findings[/bold]: {len(result.findings)} ({counts})")

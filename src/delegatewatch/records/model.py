@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -62,6 +63,8 @@ class ReadStats:
     warnings: int = 0
     issues: list[RecordIssue] = field(default_factory=list)
     skip_reasons: Counter[str] = field(default_factory=Counter)
+    #: progress hook: called with the number of bytes just read (line formats only)
+    on_bytes: Callable[[int], None] | None = field(default=None, repr=False, compare=False)
 
     def issue(self, source: str, line: int | None, message: str, *, skipped: bool = True,
               reason: str | None = None) -> None:

@@ -8,7 +8,7 @@ once (for line numbers) and never copied.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import BinaryIO
 
 from delegatewatch.records import ReadStats
@@ -17,7 +17,8 @@ from delegatewatch.records.prefilter import Prefilter
 BLOCK = 8 << 20
 
 
-def _blocks(stream: BinaryIO, limit: int | None = None) -> Iterator[tuple[bytes, int, int]]:
+def _blocks(stream: BinaryIO, limit: int | None = None,
+            on_bytes: Callable[[int], None] | None = None) -> Iterator[tuple[bytes, int, int]]:
     """(buffer, start, end): ``buffer[start:end]`` holds whole lines (the very last one may lack
     its newline). Blocks are the buffers read, not copies; only a line that straddles two reads
     is joined. ``limit``: read at most this many bytes (a range of a file split for parallel work).
@@ -29,6 +30,8 @@ def _blocks(stream: BinaryIO, limit: int | None = None) -> Iterator[tuple[bytes,
         chunk = stream.read(size) if size > 0 else b""
         if remaining is not None:
             remaining -= len(chunk)
+        if on_bytes is not None and chunk:
+            on_bytes(len(chunk))
         if not chunk:
             if rest:
                 yield rest, 0, len(rest)
@@ -58,7 +61,7 @@ def iter_lines(stream: BinaryIO, stats: ReadStats, prefilter: Prefilter | None,
     finding them would cost another pass over the data).
     """
     line_base = first_line - 1  # lines before the current block
-    for block, begin, end in _blocks(stream, limit):
+    for block, begin, end in _blocks(stream, limit, stats.on_bytes):
         spans = _all_lines(block, begin, end) if prefilter is None else _candidate_lines(block, begin, end, prefilter)
         counted_to = begin
         line_no = line_base
