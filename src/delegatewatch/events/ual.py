@@ -13,7 +13,7 @@ from delegatewatch.events import rights as R
 from delegatewatch.events.model import (
     Action, Event, MailboxAccess, MailSend, PermissionChange, RuleChange, Scope, SettingChange,
 )
-from delegatewatch.events.principals import Principal, Resolver
+from delegatewatch.events.principals import Resolver
 from delegatewatch.records import Record
 from delegatewatch.records.flatten import parameters
 from delegatewatch.records.times import parse_time
@@ -312,4 +312,4 @@ class UalMapper:
 
 GUIDISH = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-")
 
-__all__ = ["UalMapper", "client_ip", "split_folder_identity", "split_identities", "Principal"]
+__all__ = ["UalMapper", "client_ip", "split_folder_identity", "split_identities"]

@@ -8,7 +8,7 @@ a decoded item into the UAL record).
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 
 from delegatewatch.records import ReadStats, Record
 from delegatewatch.records.prefilter import Prefilter
@@ -85,13 +85,10 @@ def read_range(path: str, start: int, end: int, stats: ReadStats,
         yield from ndjson.read(path, stream, stats, prefilter, limit=end - start)
 
 
-def read_paths(paths: Iterable[str], stats: ReadStats, prefilter: Prefilter | None = None,
-               on_file: Callable[[str, int], None] | None = None) -> Iterator[Record]:
-    """Records of every file; ``on_file(path, size)`` is called after each file (progress)."""
+def read_paths(paths: Iterable[str], stats: ReadStats, prefilter: Prefilter | None = None) -> Iterator[Record]:
+    """Records of every file under ``paths``, one file after another, in one process."""
     for path in iter_files(paths):
         if not os.path.exists(path):
             stats.skip_file(path, "no such file or folder")
             continue
         yield from read_file(path, stats, prefilter)
-        if on_file is not None:
-            on_file(path, os.path.getsize(path))

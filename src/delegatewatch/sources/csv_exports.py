@@ -50,13 +50,13 @@ def dialect_of(header: list[str], quoted: bool) -> str | None:
 
 def read(path: str, stream: BinaryIO, stats: ReadStats, prefilter: Prefilter | None,
          dialect: str) -> Iterator[Record]:
-    line_no = 0
+    header_lines = 0
     header: list[str] | None = None
     while header is None:
         raw = stream.readline()
         if not raw:
             return
-        line_no += 1
+        header_lines += 1
         text = raw.decode("utf-8", "replace").strip()
         if not text or text.startswith("#TYPE"):
             continue
@@ -64,7 +64,7 @@ def read(path: str, stream: BinaryIO, stats: ReadStats, prefilter: Prefilter | N
     audit_at = header.index("AuditData")
     width = len(header)
     index = 0
-    for line_no, raw in iter_lines(stream, stats, prefilter, first_line=line_no + 1):
+    for line_no, raw in iter_lines(stream, stats, prefilter, first_line=header_lines + 1):
         index += 1
         text = decode_text(raw, path, line_no, stats)
         if text.count('"') % 2:
