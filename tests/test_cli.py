@@ -138,3 +138,18 @@ def test_console_script_runs_and_honours_no_color(tmp_path):
                          check=True)
     assert "\x1b[" not in out.stdout + out.stderr
     assert "m365_mailbox_full_access_grant" in out.stdout
+
+
+def test_hunt_ocsf_format_writes_detection_findings(tmp_path):
+    out = tmp_path / "f.ocsf.jsonl"
+    assert run("hunt", str(DEMO), "--format", "ocsf", "-o", str(out), "-q").exit_code == 0
+    lines = [json.loads(x) for x in out.read_text().splitlines()]
+    assert lines and all(x["class_uid"] == 2004 for x in lines)
+
+
+def test_export_events_cli(tmp_path):
+    r = run("export-events", str(DEMO), "--format", "parquet", "-o", str(tmp_path / "lake"))
+    assert r.exit_code == 0 and "User Access Management (3005)" in r.output
+    assert list((tmp_path / "lake").rglob("eventDay=*/*.parquet"))
+    r = run("export-events", str(DEMO), "--format", "parquet", "-o", "-")
+    assert r.exit_code == 2 and "error" in r.output

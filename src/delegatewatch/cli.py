@@ -16,7 +16,7 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeR
 
 from delegatewatch import __version__
 
-FORMATS = ("table", "jsonl", "csv")
+FORMATS = ("table", "jsonl", "csv", "ocsf")
 
 
 def _console(no_color: bool, stderr: bool = False) -> Console:
@@ -92,16 +92,49 @@ def hunt(paths: tuple[str, ...], fmt: str, output: str | None, directory: str | 
         with _output(output) as out:
             if fmt == "jsonl":
                 jsonl.write(result.findings, out)
+            elif fmt == "ocsf":
+                from delegatewatch.outputs import ocsf
+
+                ocsf.write(result.findings, out, records=result.records)
             elif fmt == "csv":
                 csv_out.write(result.findings, out)
             else:
                 console_out.findings_table(result, _console(no_color) if out is sys.stdout else
                                            Console(file=out, no_color=True, width=200))
     except OSError as exc:
-        err.print(f"[red]error:[/red] cannot write {escape(str(output))}: {escape(str(exc))}")
+        err.print(f"[red]error:[/red] cannot write {escape(str(output or 'standard output'))}: {escape(str(exc))}")
         sys.exit(2)
     if not quiet:
         console_out.summary(result, err)
+
+
+@main.command("export-events")
+@click.argument("paths", nargs=-1, required=True)
+@click.option("--format", "fmt", type=click.Choice(("ocsf", "parquet")), default="ocsf", show_default=True,
+              help="OCSF JSON lines, or Parquet in the Amazon Security Lake layout.")
+@click.option("--output", "-o", required=True,
+              help="File for ocsf ('-' for stdout; a folder gets events.ocsf.jsonl); folder for parquet.")
+@click.option("--directory", type=click.Path(exists=True, dir_okay=False), help="Entra ID users export (CSV).")
+@click.option("--region", default="us-east-1", show_default=True, help="Security Lake partition: region.")
+@click.option("--account-id", default="000000000000", show_default=True, help="Security Lake partition: account.")
+@click.option("--quiet", "-q", is_flag=True, help="No summary.")
+def export_events_cmd(paths: tuple[str, ...], fmt: str, output: str, directory: str | None, region: str,
+                      account_id: str, quiet: bool) -> None:
+    """Write the normalised events of audit exports as OCSF: permission changes as User Access
+    Management (3005), sent mail as Email Activity (4009)."""
+    from delegatewatch.engine.export_events import export_events
+    from delegatewatch.events.principals import Directory
+
+    err = _console(False, stderr=True)
+    try:
+        users = Directory.load(directory) if directory else None
+        target = sys.stdout if output == "-" else output
+        result = export_events(list(paths), fmt, target, directory=users, region=region, account_id=account_id)
+    except (ValueError, OSError) as exc:
+        err.print(f"[red]error:[/red] {escape(str(exc))}")
+        sys.exit(2)
+    if not quiet:
+        err.print(escape(result.summary()))
 
 
 @main.group()
