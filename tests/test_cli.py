@@ -153,3 +153,11 @@ def test_export_events_cli(tmp_path):
     assert list((tmp_path / "lake").rglob("eventDay=*/*.parquet"))
     r = run("export-events", str(DEMO), "--format", "parquet", "-o", "-")
     assert r.exit_code == 2 and "error" in r.output
+
+
+@pytest.mark.parametrize("target,marker", [("splunk", "Add-MailboxPermission"), ("kusto", "OfficeActivity"),
+                                           ("elasticsearch", "event.action"), ("databricks", "Add-MailboxPermission")])
+def test_rules_export_cli(target, marker, tmp_path):
+    out = tmp_path / "q.txt"
+    r = run("rules", "export", "--target", target, "-o", str(out))
+    assert r.exit_code == 0 and marker in out.read_text()

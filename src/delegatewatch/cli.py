@@ -168,6 +168,27 @@ def rules_list(rules_dir: str | None, verbose: bool) -> None:
     console.print(t)
 
 
+@rules.command("export")
+@click.option("--target", type=click.Choice(("splunk", "kusto", "elasticsearch", "databricks")), required=True,
+              help="Query language and field mapping (docs/rules-export.md).")
+@click.option("--table", help="Table or index to search (kusto: OfficeActivity, databricks: a table name).")
+@click.option("--rules", "rules_dir", type=click.Path(exists=True, file_okay=False))
+@click.option("--output", "-o", type=click.Path(dir_okay=False), help="Write the queries here instead of stdout.")
+def rules_export(target: str, table: str | None, rules_dir: str | None, output: str | None) -> None:
+    """Convert the rules to Splunk SPL, Kusto (Sentinel), Elasticsearch Lucene or Spark SQL (Databricks)."""
+    from delegatewatch.detections.export import ExportError, export_rules
+    from delegatewatch.detections.rules import RuleError, load_rules
+
+    err = _console(False, stderr=True)
+    try:
+        text = export_rules(load_rules(Path(rules_dir) if rules_dir else None), target, table=table)
+        with _output(output) as out:
+            out.write(text if text.endswith("\n") else text + "\n")
+    except (ExportError, RuleError, OSError) as exc:
+        err.print(f"[red]error:[/red] {escape(str(exc))}")
+        sys.exit(2)
+
+
 @rules.command("test")
 @click.option("--rules", "rules_dir", type=click.Path(exists=True, file_okay=False))
 def rules_test(rules_dir: str | None) -> None:
