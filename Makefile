@@ -12,6 +12,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[test]'
+	sh scripts/install-browser.sh
 	touch $(STAMP)
 
 # The main job on the bundled sample tenant (examples/demo, made by scripts/make_demo.py).
@@ -19,8 +20,8 @@ demo: setup
 	mkdir -p out
 	$(BIN)/delegatewatch hunt examples/demo --directory examples/demo/directory.csv
 	$(BIN)/delegatewatch hunt examples/demo --directory examples/demo/directory.csv \
-		--format jsonl --output out/demo-findings.jsonl --quiet
-	@echo "JSON lines written to out/demo-findings.jsonl"
+		--format jsonl --output out/demo-findings.jsonl --report out/demo-report.html --quiet
+	@echo "Findings: out/demo-findings.jsonl; report: out/demo-report.html"
 
 test: setup
 	$(BIN)/delegatewatch rules test
@@ -29,6 +30,7 @@ test: setup
 # ~1 GB / 1 M-record UAL benchmark, generated outside git under bench/data/.
 bench: setup
 	$(BIN)/python bench/run_bench.py
+	$(BIN)/python bench/report_bench.py
 
 clean:
 	rm -rf $(VENV) out build *.egg-info .pytest_cache .hypothesis

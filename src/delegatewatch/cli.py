@@ -16,7 +16,7 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeR
 
 from delegatewatch import __version__
 
-FORMATS = ("table", "jsonl", "csv", "ocsf")
+FORMATS = ("table", "jsonl", "csv", "ocsf", "html")
 
 
 def _console(no_color: bool, stderr: bool = False) -> Console:
@@ -46,6 +46,8 @@ def main() -> None:
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True,
               help="Output format for the findings.")
 @click.option("--output", "-o", type=click.Path(dir_okay=False), help="Write findings here instead of stdout.")
+@click.option("--report", type=click.Path(dir_okay=False),
+              help="Also write the HTML investigation report here (any --format).")
 @click.option("--directory", type=click.Path(exists=True, dir_okay=False),
               help="Entra ID users export (CSV: id,userPrincipalName,displayName,userType,accountEnabled,mail).")
 @click.option("--rules", "rules_dir", type=click.Path(exists=True, file_okay=False),
@@ -55,8 +57,8 @@ def main() -> None:
               help="Worker processes for large inputs (default: the number of cores, at most 8).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar and no summary.")
 @click.option("--no-color", is_flag=True, help="No colours (NO_COLOR is honoured too).")
-def hunt(paths: tuple[str, ...], fmt: str, output: str | None, directory: str | None, rules_dir: str | None,
-         full_parse: bool, jobs: int | None, quiet: bool, no_color: bool) -> None:
+def hunt(paths: tuple[str, ...], fmt: str, output: str | None, report: str | None, directory: str | None,
+         rules_dir: str | None, full_parse: bool, jobs: int | None, quiet: bool, no_color: bool) -> None:
     """Hunt audit exports (files or folders, recursively) for delegate-permission grants and their abuse."""
     from delegatewatch.detections.rules import RuleError, load_rules
     from delegatewatch.engine.hunt import hunt as run_hunt
@@ -96,13 +98,22 @@ def hunt(paths: tuple[str, ...], fmt: str, output: str | None, directory: str | 
                 from delegatewatch.outputs import ocsf
 
                 ocsf.write(result.findings, out, records=result.records)
+            elif fmt == "html":
+                from delegatewatch.outputs import html
+
+                html.write(result, out)
             elif fmt == "csv":
                 csv_out.write(result.findings, out)
             else:
                 console_out.findings_table(result, _console(no_color) if out is sys.stdout else
                                            Console(file=out, no_color=True, width=200))
+        if report:
+            from delegatewatch.outputs import html
+
+            html.write(result, report)
     except OSError as exc:
-        err.print(f"[red]error:[/red] cannot write {escape(str(output or 'standard output'))}: {escape(str(exc))}")
+        err.print(f"[red]error:[/red] cannot write {escape(str(output or report or 'standard output'))}: "
+                  f"{escape(str(exc))}")
         sys.exit(2)
     if not quiet:
         console_out.summary(result, err)
