@@ -230,7 +230,7 @@ def test_utf16_ndjson_without_bom(tmp_path):
     (b"PK\x03\x04" + b"\x00" * 100, "zip archive"),
     (b"<Events><Event/></Events>", "XML"),
     (b"hello world\nthis is a note\n", "unrecognised text format"),
-    (b"id,userPrincipalName\n1,a@b.c\n", "CSV without an AuditData column"),
+    (b"id,userPrincipalName\n1,a@b.c\n", "CSV that no reader recognises"),
 ])
 def test_unreadable_files_are_skipped_with_a_reason(tmp_path, content, reason):
     p = tmp_path / "f"

@@ -52,13 +52,16 @@ def main() -> None:
               help="Entra ID users export (CSV: id,userPrincipalName,displayName,userType,accountEnabled,mail).")
 @click.option("--rules", "rules_dir", type=click.Path(exists=True, file_okay=False),
               help="Use the Sigma rules in this folder instead of the built-in ones.")
+@click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False),
+              help="Configuration file (TOML; docs/configuration.md).")
 @click.option("--full-parse", is_flag=True, help="Parse and validate every record, not only those a rule can match.")
 @click.option("--jobs", "-j", type=click.IntRange(min=1), default=None,
               help="Worker processes for large inputs (default: the number of cores, at most 8).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar and no summary.")
 @click.option("--no-color", is_flag=True, help="No colours (NO_COLOR is honoured too).")
 def hunt(paths: tuple[str, ...], fmt: str, output: str | None, report: str | None, directory: str | None,
-         rules_dir: str | None, full_parse: bool, jobs: int | None, quiet: bool, no_color: bool) -> None:
+         rules_dir: str | None, config_file: str | None, full_parse: bool, jobs: int | None, quiet: bool,
+         no_color: bool) -> None:
     """Hunt audit exports (files or folders, recursively) for delegate-permission grants and their abuse."""
     from delegatewatch.detections.rules import RuleError, load_rules
     from delegatewatch.engine.hunt import hunt as run_hunt
@@ -67,8 +70,11 @@ def hunt(paths: tuple[str, ...], fmt: str, output: str | None, report: str | Non
     from delegatewatch.outputs import csv_out, jsonl
     from delegatewatch.sources import iter_files
 
+    from delegatewatch import config
+
     err = _console(no_color, stderr=True)
     try:
+        config.use(config.load(config_file))
         rules = load_rules(Path(rules_dir) if rules_dir else None)
         users = Directory.load(directory) if directory else None
     except (RuleError, ValueError, OSError) as exc:

@@ -22,34 +22,39 @@ from delegatewatch.records.flatten import Extractor
 class RuleEngine:
     def __init__(self, rules: Sequence[Rule]) -> None:
         self.rules = list(rules)
-        self._any = [r for r in self.rules if not r.operations]
-        self._by_op: dict[str, list[Rule]] = defaultdict(list)
+        self._any: dict[str, list[Rule]] = defaultdict(list)  # family → rules that name no operation
+        self._by_op: dict[tuple[str, str], list[Rule]] = defaultdict(list)
         for r in self.rules:
-            for op in r.operations:
-                self._by_op[op.lower()].append(r)
-        self._plans: dict[str, tuple[list[Rule], Extractor]] = {}
+            if not r.operations or r.family != "m365":
+                self._any[r.family].append(r)
+            for op in r.operations if r.family == "m365" else ():
+                self._by_op[(r.family, op.lower())].append(r)
+        self._plans: dict[tuple[str, str], tuple[list[Rule], Extractor]] = {}
         self.con = duckdb.connect(":memory:")
         self.con.execute("SET threads TO 1")  # batches are small; threads only add overhead
 
-    def _plan(self, op: str) -> tuple[list[Rule], Extractor]:
-        plan = self._plans.get(op)
+    def _plan(self, key: tuple[str, str]) -> tuple[list[Rule], Extractor]:
+        plan = self._plans.get(key)
         if plan is None:
-            rules = sorted({id(r): r for r in (*self._by_op.get(op, ()), *self._any)}.values(),
+            rules = sorted({id(r): r for r in (*self._by_op.get(key, ()), *self._any.get(key[0], ()))}.values(),
                            key=self.rules.index)
             columns = sorted(set().union(*(r.fields for r in rules))) if rules else []
-            plan = self._plans[op] = (rules, Extractor(columns))
+            plan = self._plans[key] = (rules, Extractor(columns))
         return plan
 
-    def evaluate(self, records: Sequence[dict[str, Any]]) -> list[tuple[Rule, int]]:
-        """(rule, index into ``records``) for every match, in rule then record order."""
-        groups: dict[str, list[int]] = defaultdict(list)
+    def evaluate(self, records: Sequence[dict[str, Any]],
+                 families: Sequence[str] | None = None) -> list[tuple[Rule, int]]:
+        """(rule, index into ``records``) for every match, in rule then record order. ``families``:
+        each record's family (default: all ``m365``); a rule only sees records of its family."""
+        groups: dict[tuple[str, str], list[int]] = defaultdict(list)
         for i, r in enumerate(records):
-            op = r.get("Operation")
-            groups[op.lower() if isinstance(op, str) else ""].append(i)
+            family = families[i] if families is not None else "m365"
+            op = r.get("Operation") if family == "m365" else None
+            groups[(family, op.lower() if isinstance(op, str) else "")].append(i)
         hits: dict[int, list[int]] = defaultdict(list)  # rule position → record indexes
         position = {id(r): n for n, r in enumerate(self.rules)}
-        for op, idxs in groups.items():
-            rules, extractor = self._plan(op)
+        for key, idxs in groups.items():
+            rules, extractor = self._plan(key)
             if not rules:
                 continue
             rows = [extractor.row(records[i]) for i in idxs]
@@ -73,7 +78,7 @@ class RuleEngine:
         recs = list(records)
         engine = RuleEngine([rule])
         try:
-            hit = {i for r, i in engine.evaluate(recs)}
+            hit = {i for r, i in engine.evaluate(recs, [rule.family] * len(recs))}
         finally:
             engine.close()
         return [i in hit for i in range(len(recs))]

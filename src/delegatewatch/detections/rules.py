@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 #: Bump when the backend or the compiled fields change: old cache entries are then ignored.
-COMPILER_VERSION = "2"
+COMPILER_VERSION = "3"
 
 
 @dataclass
@@ -40,6 +40,8 @@ class Rule:
     operations: frozenset[str]  # Operation values the rule can match; empty = any
     #: lower-case strings of which a record must contain one to match; None = not known
     required: frozenset[str] | None = None
+    #: which records the rule reads (from ``logsource.product``): "m365", "windows", "google" …
+    family: str = "m365"
     runbook: str = ""
     tests: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
@@ -129,9 +131,21 @@ def compile_rule(path: Path, text: str) -> Rule:
         description=(sigma.description or "").strip(), falsepositives=list(sigma.falsepositives or []),
         references=list(sigma.references or []), path=str(path), sql=str(queries[0]),
         fields=frozenset(i.field for i in items if i.field), operations=operations, required=required,
+        family=family_of(sigma.logsource.product),
         runbook=str(custom.get("runbook") or "").strip(),
         tests={"positive": list(tests.get("positive") or []), "negative": list(tests.get("negative") or [])},
     )
+
+
+#: Sigma ``logsource.product`` → record family (``sources.registry.Reader.family``).
+PRODUCT_FAMILIES = {"m365": "m365", "office365": "m365", "azure": "m365", "exchange": "m365",
+                    "windows": "windows", "google_workspace": "google", "gcp": "google", "gworkspace": "google"}
+
+
+def family_of(product: str | None) -> str:
+    if not product:
+        return "m365"
+    return PRODUCT_FAMILIES.get(product.lower(), product.lower())
 
 
 def _detection_items(detections):  # noqa: ANN001, ANN202

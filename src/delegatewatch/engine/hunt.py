@@ -18,12 +18,14 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
+from typing import Any
 
 from delegatewatch.detections.engine import RuleEngine
 from delegatewatch.detections.rules import Rule, load_rules
 from delegatewatch.events.model import Event
 from delegatewatch.events.principals import Directory, Resolver
-from delegatewatch.events.ual import UalMapper
+from delegatewatch.analytics import analytic_for
+from delegatewatch.events.registry import mapper_for
 from delegatewatch.findings.build import apply_context, build, sort_findings
 from delegatewatch.findings.model import Finding
 from delegatewatch.records import ReadStats, Record
@@ -31,7 +33,7 @@ from delegatewatch.records.model import merge_stats
 from delegatewatch.records.prefilter import Prefilter
 from delegatewatch.sources import iter_files, read_file, read_range, split_points
 from delegatewatch.sources.detect import detect
-from delegatewatch.sources.ndjson import DIALECT as NDJSON
+from delegatewatch.sources.registry import by_dialect
 from delegatewatch.sources.opening import sniff
 
 BATCH = 20_000
@@ -57,6 +59,7 @@ class Unit:
     path: str
     start: int = 0
     end: int | None = None  # None: the whole file, with dialect detection
+    dialect: str = ""  # for a byte range: the (splittable) dialect detected for the whole file
 
     @property
     def size(self) -> int:
@@ -70,10 +73,14 @@ class UnitResult:
     ids: list[str]  # Ids of candidate records, in order (cross-unit de-duplication)
     matches: list[tuple[int, Record]]  # (rule index, record)
     candidates: int = 0
+    #: every record of a family that has an analytic (``delegatewatch.analytics``), for the main process
+    collected: list[Record] = field(default_factory=list)
 
 
 def prefilter_for(rules: Sequence[Rule], *, literals: bool = True) -> Prefilter | None:
-    """None (parse everything) as soon as one rule does not name its operations."""
+    """The prefilter for unified-audit-log records (other families are not prefiltered); None
+    (parse everything) as soon as one such rule does not name its operations."""
+    rules = [r for r in rules if r.family == "m365"]
     if not rules or any(not r.operations for r in rules):
         return None
     operations = set().union(*(r.operations for r in rules))
@@ -108,15 +115,17 @@ def _scan(unit: Unit) -> UnitResult:
     if unit.end is None:
         records = read_file(unit.path, stats, prefilter)
     else:
-        records = read_range(unit.path, unit.start, unit.end, stats, prefilter)
+        records = read_range(unit.path, unit.start, unit.end, stats, prefilter, unit.dialect)
     seen: set[str] = set()
     ids: list[str] = []
     batch: list[Record] = []
     matches: list[tuple[int, Record]] = []
+    collected: list[Record] = []
+    analysed: dict[str, bool] = {}
     candidates = 0
 
     def flush() -> None:
-        for rule, i in engine.evaluate([r.data for r in batch]):
+        for rule, i in engine.evaluate([r.data for r in batch], [r.family for r in batch]):
             matches.append((index[rule.id], batch[i]))
         batch.clear()
 
@@ -127,7 +136,12 @@ def _scan(unit: Unit) -> UnitResult:
                 stats.duplicates += 1
                 continue
             seen.add(rid)
-        if wanted is not None and not wanted.wants(record.data):
+        if record.family != "m365":
+            if record.family not in analysed:
+                analysed[record.family] = analytic_for(record.family) is not None
+            if analysed[record.family]:
+                collected.append(record)
+        if wanted is not None and record.family == "m365" and not wanted.wants(record.data):
             continue
         if isinstance(rid, str) and rid:
             ids.append(rid)
@@ -137,7 +151,8 @@ def _scan(unit: Unit) -> UnitResult:
             flush()
     flush()
     stats.on_bytes = None  # results travel back from workers by pickling
-    return UnitResult(stats, stats.records_seen if unit.end is not None else 0, ids, matches, candidates)
+    return UnitResult(stats, stats.records_seen if unit.end is not None else 0, ids, matches, candidates,
+                      collected)
 
 
 # -- planning and merging --------------------------------------------------------------------
@@ -155,10 +170,11 @@ def plan(paths: Sequence[str], jobs: int, stats: ReadStats, exclude: Sequence[st
                 opened = sniff(path)
             except OSError:
                 opened = None
-            if (opened is not None and not opened.gzip and opened.encoding == "utf-8" and opened.bom == 0
-                    and detect(opened).dialect == NDJSON):
-                stats.files_read.append((path, NDJSON))
-                units += [Unit(path, s, e) for s, e in split_points(path, jobs * 2)]
+            found = detect(opened) if opened is not None else None
+            if (found is not None and found.dialect and not opened.gzip and opened.encoding == "utf-8"
+                    and opened.bom == 0 and by_dialect(found.dialect).splittable):
+                stats.files_read.append((path, found.dialect))
+                units += [Unit(path, s, e, found.dialect) for s, e in split_points(path, jobs * 2)]
                 continue
         units.append(Unit(path))
     return units
@@ -209,9 +225,11 @@ def hunt(paths: Sequence[str], *, directory: Directory | None = None, rules: Seq
     jobs = default_jobs() if jobs is None else max(1, jobs)
     stats = ReadStats()
     units = plan(paths, jobs, stats, exclude)
-    mapper = UalMapper(Resolver(directory))
+    resolver = Resolver(directory)
+    mappers: dict[str, Any] = {}
     seen: set[str] = set()
     matched: list[tuple[int, Record]] = []
+    collected: dict[str, list[Record]] = {}
     candidates = 0
     line_offset: dict[str, int] = {}
     reported = [0]
@@ -231,6 +249,8 @@ def hunt(paths: Sequence[str], *, directory: Directory | None = None, rules: Seq
             if record.line is not None:
                 record.line += offset
             matched.append((rule_index, record))
+        for record in result.collected:
+            collected.setdefault(record.family, []).append(record)
         before = len(seen)
         seen.update(result.ids)
         stats.duplicates += len(result.ids) - (len(seen) - before)
@@ -244,13 +264,19 @@ def hunt(paths: Sequence[str], *, directory: Directory | None = None, rules: Seq
     findings: list[Finding] = []
     events_by_finding: dict[str, Event | None] = {}
     for _, record in matched:
-        mapper.observe(record.data)  # learn the tenant's domains before judging grantees external
+        mapper = mappers.get(record.family) or mappers.setdefault(record.family, mapper_for(record.family, resolver))
+        if hasattr(mapper, "observe"):
+            mapper.observe(record.data)  # learn the tenant's domains before judging grantees external
     for rule_index, record in matched:
-        events = mapper.events(record)
+        events = mappers[record.family].events(record)
         for f in build(rules[rule_index], record, events):
             findings.append(f)
             events_by_finding[f.id] = next((e for e in events if getattr(e, "grantee", None)
                                             and e.grantee.name == f.grantee), events[0] if events else None)
+    for family, records in collected.items():
+        analyze = analytic_for(family)
+        if analyze is not None:
+            findings.extend(analyze(records, resolver))
     apply_context(findings, events_by_finding)
     result = HuntResult(sort_findings(findings), stats, rules, candidates)
     for _, record in matched:

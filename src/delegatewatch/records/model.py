@@ -22,6 +22,8 @@ class Record:
     #: 1-based position of the record in its file (array element, row or line ordinal).
     index: int
     dialect: str
+    #: which rules and event mapper apply: "m365" (UAL-shaped), "windows", "google", "snapshot" …
+    family: str = "m365"
 
     @property
     def record_id(self) -> str:

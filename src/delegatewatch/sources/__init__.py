@@ -14,6 +14,7 @@ from delegatewatch.records import ReadStats, Record
 from delegatewatch.records.prefilter import Prefilter
 from delegatewatch.sources import csv_exports, json_document, ndjson
 from delegatewatch.sources.detect import detect
+from delegatewatch.sources.registry import by_dialect
 from delegatewatch.sources.opening import open_utf8, sniff
 
 DIALECTS = (ndjson.DIALECT, json_document.ARRAY, json_document.OBJECTS,
@@ -35,6 +36,7 @@ def iter_files(paths: Iterable[str]) -> Iterator[str]:
 
 
 def read_file(path: str, stats: ReadStats, prefilter: Prefilter | None = None) -> Iterator[Record]:
+    """Records of one file, through the reader its content selects (``registry``)."""
     try:
         opened = sniff(path)
     except OSError as exc:
@@ -44,16 +46,13 @@ def read_file(path: str, stats: ReadStats, prefilter: Prefilter | None = None) -
     if found.dialect is None:
         stats.skip_file(path, found.reason or "unrecognised")
         return
+    reader = by_dialect(found.dialect)
     stats.files_read.append((path, found.dialect))
     try:
         with open_utf8(path, opened) as stream:
-            if found.dialect == ndjson.DIALECT:
-                yield from ndjson.read(path, stream, stats, prefilter)
-            elif found.dialect in (json_document.ARRAY, json_document.OBJECTS):
-                yield from json_document.read(path, stream, stats, prefilter,
-                                              array=found.dialect == json_document.ARRAY)
-            else:
-                yield from csv_exports.read(path, stream, stats, prefilter, found.dialect)
+            # Readers set each record's family (a Windows log can hold Exchange cmdlet events that
+            # are converted to unified-audit-log shape, family "m365", so the cloud rules apply).
+            yield from reader.read(path, stream, stats, prefilter if reader.family == "m365" else None)
     except (OSError, EOFError) as exc:
         stats.issue(path, None, f"read error, rest of file not read: {exc}", reason="read error")
 
@@ -77,12 +76,15 @@ def split_points(path: str, parts: int) -> list[tuple[int, int]]:
     return list(zip(bounds, bounds[1:]))
 
 
-def read_range(path: str, start: int, end: int, stats: ReadStats,
-               prefilter: Prefilter | None = None) -> Iterator[Record]:
-    """Records of one byte range of a plain UTF-8 NDJSON file (see :func:`split_points`)."""
+def read_range(path: str, start: int, end: int, stats: ReadStats, prefilter: Prefilter | None = None,
+               dialect: str = ndjson.DIALECT) -> Iterator[Record]:
+    """Records of one byte range of a plain UTF-8 line file (see :func:`split_points`); the
+    dialect's reader must be ``splittable`` (its read function takes ``limit``)."""
+    reader = by_dialect(dialect)
     with open(path, "rb") as stream:
         stream.seek(start)
-        yield from ndjson.read(path, stream, stats, prefilter, limit=end - start)
+        yield from reader.read(path, stream, stats, prefilter if reader.family == "m365" else None,
+                               limit=end - start)
 
 
 def read_paths(paths: Iterable[str], stats: ReadStats, prefilter: Prefilter | None = None) -> Iterator[Record]:

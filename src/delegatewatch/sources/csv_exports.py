@@ -48,6 +48,21 @@ def dialect_of(header: list[str], quoted: bool) -> str | None:
     return CLASSIC
 
 
+def sniff_dialect(head: bytes) -> str | None:
+    """The UAL CSV dialect of a file whose first bytes are ``head``, or None."""
+    text = head.decode("utf-8", "replace")
+    lines = [ln for ln in text.splitlines() if ln.strip()]
+    quoted = False
+    if lines and lines[0].startswith("#TYPE"):
+        lines, quoted = lines[1:], True
+    if not lines:
+        return None
+    header = parse_header(lines[0])
+    if not header:
+        return None
+    return dialect_of(header, quoted or lines[0].lstrip().startswith('"'))
+
+
 def read(path: str, stream: BinaryIO, stats: ReadStats, prefilter: Prefilter | None,
          dialect: str) -> Iterator[Record]:
     header_lines = 0
