@@ -130,7 +130,9 @@ def _scan(unit: Unit) -> UnitResult:
         batch.clear()
 
     for record in records:
-        rid = record.data.get("Id")
+        # De-duplication key: "_dedup" when a family's native id is not unique across sources
+        # (Windows EventRecordID per computer and channel), else the record's "Id".
+        rid = record.data.get("_dedup") or record.data.get("Id")
         if isinstance(rid, str) and rid:
             if rid in seen:
                 stats.duplicates += 1
@@ -243,7 +245,7 @@ def hunt(paths: Sequence[str], *, directory: Directory | None = None, rules: Seq
         offset = line_offset.get(unit.path, 0) if unit.end is not None else 0
         merge_stats(stats, result.stats, offset)
         for rule_index, record in result.matches:
-            rid = record.data.get("Id")
+            rid = record.data.get("_dedup") or record.data.get("Id")
             if isinstance(rid, str) and rid in seen:
                 continue  # the same record was already read from an earlier file or range
             if record.line is not None:

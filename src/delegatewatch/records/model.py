@@ -27,7 +27,9 @@ class Record:
 
     @property
     def record_id(self) -> str:
-        """The native record id (UAL ``Id``); falls back to the position in the file."""
+        """The native record id (UAL ``Id``, Windows ``EventRecordID``, Google
+        ``id.uniqueQualifier``, a snapshot's row number: readers put it in ``Id``); falls back
+        to the position in the file."""
         rid = self.data.get("Id")
         if isinstance(rid, str) and rid:
             return rid
