@@ -24,6 +24,8 @@ def detect(opened: Opened) -> Detected:
     for reader in readers():
         if reader.detect(opened, head):
             return Detected(reader.dialect, family=reader.family)
+    if opened.encoding == "binary":
+        return Detected(None, "Windows event log (.evtx): no reader for it is installed")
     if head[:1] == b"<":
         return Detected(None, "XML that no reader recognises (Windows event and Exchange admin-audit XML "
                               "are read when their reader is installed)")

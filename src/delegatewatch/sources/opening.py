@@ -24,7 +24,7 @@ GZIP_MAGIC = b"\x1f\x8b"
 class Opened:
     """What sniffing found: the encoding, or why the file cannot be read as text."""
 
-    encoding: str | None  # "utf-8", "utf-16-le", "utf-16-be"; None when not text
+    encoding: str | None  # "utf-8", "utf-16-le", "utf-16-be"; "binary" (EVTX); None when unreadable
     bom: int  # bytes to skip at the start
     gzip: bool
     head: bytes  # first bytes, already transcoded to UTF-8 (for dialect detection)
@@ -104,7 +104,7 @@ def _sniff_bytes(head: bytes) -> Opened:
     if not head:
         return Opened(None, 0, False, b"", not_text="empty file")
     if head.startswith(EVTX_MAGIC):
-        return Opened(None, 0, False, b"", not_text="Windows event log (.evtx): not supported yet")
+        return Opened("binary", 0, False, head)  # a binary format a reader may claim (Windows .evtx)
     if head.startswith(ZIP_MAGIC):
         return Opened(None, 0, False, b"", not_text="zip archive: extract it and hunt the folder")
     if head.startswith(codecs.BOM_UTF8):
@@ -126,6 +126,6 @@ def open_utf8(path: str, opened: Opened) -> BinaryIO:
     raw: BinaryIO = gzip.open(path, "rb") if opened.gzip else open(path, "rb")  # type: ignore[assignment]
     if opened.bom:
         raw.read(opened.bom)
-    if opened.encoding in (None, "utf-8"):
+    if opened.encoding in (None, "utf-8", "binary"):
         return raw
     return io.BufferedReader(_TranscodingReader(raw, opened.encoding), buffer_size=1 << 20)  # type: ignore[return-value]
