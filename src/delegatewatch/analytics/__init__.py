@@ -3,12 +3,29 @@
 A module ``<family>.py`` here that defines ``analyze(records, resolver) -> list[Finding]`` receives
 every record of that family read by a hunt (not only rule matches), after all input is read: e.g.
 ``snapshot`` compares standing-permission snapshots. ``delegatewatch.engine.hunt`` calls it.
+
+Unified-audit-log records (family ``m365``) are prefiltered by operation, so a module that also
+wants some of them lists their operations in ``M365_OPERATIONS`` (e.g. ``{"Send", "SendAs"}``);
+the prefilter then keeps them and they reach the module's ``analyze`` with its own family's records.
 """
 
 from __future__ import annotations
 
 import importlib
+import pkgutil
 from collections.abc import Callable
+from functools import cache
+
+
+@cache
+def m365_feeds() -> dict[str, str]:
+    """Operation (lower-case) of unified-audit-log records → the analytics module (family) they feed."""
+    out: dict[str, str] = {}
+    for info in pkgutil.iter_modules(__path__):
+        module = importlib.import_module(f"{__name__}.{info.name}")
+        for op in getattr(module, "M365_OPERATIONS", ()):
+            out[op.lower()] = info.name
+    return out
 
 
 def analytic_for(family: str) -> Callable | None:

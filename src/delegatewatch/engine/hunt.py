@@ -24,7 +24,7 @@ from delegatewatch.detections.engine import RuleEngine
 from delegatewatch.detections.rules import Rule, load_rules
 from delegatewatch.events.model import Event
 from delegatewatch.events.principals import Directory, Resolver
-from delegatewatch.analytics import analytic_for
+from delegatewatch.analytics import analytic_for, m365_feeds
 from delegatewatch.events.registry import mapper_for
 from delegatewatch.findings.build import apply_context, build, sort_findings
 from delegatewatch.findings.model import Finding
@@ -73,8 +73,8 @@ class UnitResult:
     ids: list[str]  # Ids of candidate records, in order (cross-unit de-duplication)
     matches: list[tuple[int, Record]]  # (rule index, record)
     candidates: int = 0
-    #: every record of a family that has an analytic (``delegatewatch.analytics``), for the main process
-    collected: list[Record] = field(default_factory=list)
+    #: (analytics family, record) for every record an analytic wants (``delegatewatch.analytics``)
+    collected: list[tuple[str, Record]] = field(default_factory=list)
 
 
 def prefilter_for(rules: Sequence[Rule], *, literals: bool = True) -> Prefilter | None:
@@ -83,12 +83,13 @@ def prefilter_for(rules: Sequence[Rule], *, literals: bool = True) -> Prefilter 
     rules = [r for r in rules if r.family == "m365"]
     if not rules or any(not r.operations for r in rules):
         return None
-    operations = set().union(*(r.operations for r in rules))
+    feeds = m365_feeds()  # operations analytics want whole (no literal test for them)
+    operations = set().union(*(r.operations for r in rules)) | set(feeds)
     needed: dict[str, set[str] | None] = {}
     if literals:
         for op in {o.lower() for o in operations}:
             reqs = [r.required for r in rules if op in {o.lower() for o in r.operations}]
-            needed[op] = None if any(q is None for q in reqs) else set().union(*reqs)  # type: ignore[arg-type]
+            needed[op] = None if op in feeds or any(q is None for q in reqs) else set().union(*reqs)  # type: ignore[arg-type]
     return Prefilter.for_operations(operations, needed)
 
 
@@ -120,8 +121,9 @@ def _scan(unit: Unit) -> UnitResult:
     ids: list[str] = []
     batch: list[Record] = []
     matches: list[tuple[int, Record]] = []
-    collected: list[Record] = []
+    collected: list[tuple[str, Record]] = []
     analysed: dict[str, bool] = {}
+    feeds = m365_feeds()
     candidates = 0
 
     def flush() -> None:
@@ -142,7 +144,12 @@ def _scan(unit: Unit) -> UnitResult:
             if record.family not in analysed:
                 analysed[record.family] = analytic_for(record.family) is not None
             if analysed[record.family]:
-                collected.append(record)
+                collected.append((record.family, record))
+        elif feeds:
+            op = record.data.get("Operation")
+            feed = feeds.get(op.lower()) if isinstance(op, str) else None
+            if feed is not None:
+                collected.append((feed, record))
         if wanted is not None and record.family == "m365" and not wanted.wants(record.data):
             continue
         if isinstance(rid, str) and rid:
@@ -251,8 +258,8 @@ def hunt(paths: Sequence[str], *, directory: Directory | None = None, rules: Seq
             if record.line is not None:
                 record.line += offset
             matched.append((rule_index, record))
-        for record in result.collected:
-            collected.setdefault(record.family, []).append(record)
+        for family, record in result.collected:
+            collected.setdefault(family, []).append(record)
         before = len(seen)
         seen.update(result.ids)
         stats.duplicates += len(result.ids) - (len(seen) - before)
