@@ -258,7 +258,10 @@ def hunt(paths: Sequence[str], *, directory: Directory | None = None, rules: Seq
             if record.line is not None:
                 record.line += offset
             matched.append((rule_index, record))
+        renumbered = {id(r) for _, r in result.matches}  # one object may be both matched and collected
         for family, record in result.collected:
+            if record.line is not None and offset and id(record) not in renumbered:
+                record.line += offset
             collected.setdefault(family, []).append(record)
         before = len(seen)
         seen.update(result.ids)
