@@ -82,7 +82,8 @@ def test_every_builtin_rule_is_complete():
         assert r.falsepositives, r.name
         assert r.runbook, r.name
         assert r.description, r.name
-        assert r.operations, f"{r.name} names no Operation: it would switch the prefilter off"
+        if r.family == "m365":
+            assert r.operations, f"{r.name} names no Operation: it would switch the prefilter off"
 
 
 def test_rule_test_runner_reports_a_failing_rule(tmp_path):
