@@ -232,3 +232,13 @@ def rules_test(rules_dir: str | None) -> None:
         failures += not outcome.ok
     console.print(f"{len(loaded) - failures} passed, {failures} failed")  # validation problems count as failures
     sys.exit(1 if failures else 0)
+
+
+def _attach_optional_commands() -> None:
+    """Commands that live in their own packages (collectors, watch, audit)."""
+    from delegatewatch.watch.cli import watch_command
+
+    main.add_command(watch_command)
+
+
+_attach_optional_commands()
