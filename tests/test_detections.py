@@ -131,7 +131,7 @@ def test_prefilter_keeps_every_record_a_rule_matches(tmp_path):
     from delegatewatch.engine.hunt import hunt
 
     records = []
-    for r in load_rules():
+    for r in (r for r in load_rules() if r.family == "m365"):
         for i, rec in enumerate(r.tests["positive"] + r.tests["negative"]):
             rec = dict(rec, Id=f"{r.name}-{i}")
             records.append(rec)
@@ -146,7 +146,7 @@ def test_prefilter_keeps_every_record_a_rule_matches(tmp_path):
         fast = hunt([str(tmp_path / name)])
         full = hunt([str(tmp_path / name)], full_parse=True)
         assert _finding_keys(fast) == _finding_keys(full), name
-        assert len(fast.findings) >= sum(len(r.tests["positive"]) for r in load_rules())
+        assert len(fast.findings) >= sum(len(r.tests["positive"]) for r in load_rules() if r.family == "m365")
 
 
 def test_prefilter_second_stage_drops_records_without_the_literals():

@@ -226,9 +226,8 @@ def test_utf16_ndjson_without_bom(tmp_path):
     (b"", "empty file"),
     (b"   \n\n", "empty file"),
     (bytes(range(256)) * 10, "binary file"),
-    (b"ElfFile\x00" + b"\x00" * 100, "Windows event log"),
     (b"PK\x03\x04" + b"\x00" * 100, "zip archive"),
-    (b"<Events><Event/></Events>", "XML"),
+    (b"<Foo><Bar/></Foo>", "XML that no reader recognises"),
     (b"hello world\nthis is a note\n", "unrecognised text format"),
     (b"id,userPrincipalName\n1,a@b.c\n", "CSV that no reader recognises"),
 ])
@@ -238,6 +237,13 @@ def test_unreadable_files_are_skipped_with_a_reason(tmp_path, content, reason):
     recs, stats = read(p)
     assert recs == []
     assert stats.files_skipped and reason in stats.files_skipped[0][1]
+
+
+def test_broken_evtx_is_reported_not_fatal(tmp_path):
+    p = tmp_path / "broken.evtx"
+    p.write_bytes(b"ElfFile\x00" + b"\x00" * 100)
+    recs, stats = read(p)
+    assert recs == [] and stats.skipped >= 1 and "EVTX" in str(stats.issues[0])
 
 
 def test_fifty_megabyte_single_line_does_not_stop_the_file(tmp_path):

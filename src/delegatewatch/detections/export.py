@@ -472,6 +472,9 @@ class SparkSQLBackend(DuckDBBackend):
 
 def _convert(rule: Rule, target: str, *, table: str | None) -> str:
     """One rule's query for ``target``; raises UnsupportedRule with the reason."""
+    if rule.family != "m365":
+        raise UnsupportedRule(f"the {target} field mappings cover Microsoft 365 unified audit log rules; this rule "
+                              f"reads {rule.family} records (logsource product {rule.family})")
     try:
         sigma = _sigma_rule(rule)
         fields = frozenset(rule.fields)

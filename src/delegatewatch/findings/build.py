@@ -53,9 +53,11 @@ def _summary(rule: Rule, ev: Event | None, record: Record) -> str:
 
 def build(rule: Rule, record: Record, events: list[Event]) -> list[Finding]:
     """One finding per granted principal (a record can add several delegates at once)."""
-    # A permission rule reports permission events; the others (rules, forwarding) the rest.
+    # A permission rule reports permission events; the others (rules, forwarding) the rest. When a
+    # record has none of the preferred kind (a T1098 rule on a setting change), keep what it has.
     about_permissions = any(t.startswith("T1098") for t in rule.attack)
-    events = [e for e in events if isinstance(e, PermissionChange) == about_permissions]
+    preferred = [e for e in events if isinstance(e, PermissionChange) == about_permissions]
+    events = preferred or events
     relevant: list[Event | None] = [e for e in events if not (isinstance(e, PermissionChange)
                                                              and e.action not in GRANT_ACTIONS)]
     if events and not relevant:
@@ -72,7 +74,8 @@ def build(rule: Rule, record: Record, events: list[Event]) -> list[Finding]:
         grantee = getattr(ev, "grantee", None)
         rights = sorted(getattr(ev, "rights", ()) or ())
         f = Finding(
-            id=_fid(rule.id, record.record_id, _name(grantee) or ""),
+            id=_fid(rule.id, str(data.get("_dedup") or record.record_id), _name(grantee) or "",
+                    str(getattr(ev, "target", "") or "")),
             rule=rule.name, rule_id=rule.id, title=rule.title, severity=rule.severity, time=when,
             attack=rule.attack, actor=_name(actor) or data.get("UserId"),
             mailbox=_name(mailbox) if isinstance(mailbox, Principal) else mailbox,

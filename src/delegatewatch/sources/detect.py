@@ -27,8 +27,8 @@ def detect(opened: Opened) -> Detected:
     if opened.encoding == "binary":
         return Detected(None, "Windows event log (.evtx): no reader for it is installed")
     if head[:1] == b"<":
-        return Detected(None, "XML that no reader recognises (Windows event and Exchange admin-audit XML "
-                              "are read when their reader is installed)")
+        return Detected(None, "XML that no reader recognises (expected Windows <Event> elements or an Exchange "
+                              "audit <SearchResults> export)")
     text = head.decode("utf-8", "replace")
     lines = [ln for ln in text.splitlines() if ln.strip() and not ln.startswith("#TYPE")]
     first_line = lines[0][:80] if lines else ""
