@@ -1,5 +1,14 @@
 """Who is who: principals as logs name them (UPN, object GUID, SID, DN path, alias, display
 name), resolved against an optional Entra ID users export, with the special principals first-class.
+
+On-premises logs name the same people differently: Windows events by distinguished name
+(``CN=Eve Adams,OU=Staff,DC=corp,DC=example``), SID and ``DOMAIN\\sam``, Exchange cmdlet logs by
+canonical name (``corp.example/Staff/Eve Adams``). When the directory file carries the optional
+columns ``onPremisesDistinguishedName``, ``onPremisesSamAccountName``, ``onPremisesDomainName``,
+``onPremisesSecurityIdentifier``, ``canonicalName`` and ``mailNickname`` (Graph's own names), all of
+those resolve to the one directory user. The canonical name is derived from the DN when absent;
+``DOMAIN\\sam`` matches the domain's DNS name or its first label (the usual NetBIOS name). A
+name that matches several users stays unresolved.
 """
 
 from __future__ import annotations
@@ -47,6 +56,13 @@ class DirectoryUser:
     user_type: str
     enabled: bool
     mail: str
+    #: on-premises identifiers (optional directory columns), lower case where they are keys
+    dn: str = ""
+    sam: str = ""
+    domain: str = ""
+    sid: str = ""
+    canonical: str = ""
+    nickname: str = ""
 
     @property
     def is_guest(self) -> bool:
@@ -105,24 +121,41 @@ class Directory:
                     user_type=(row.get("userType") or "Member").strip(),
                     enabled=(row.get("accountEnabled") or "true").strip().lower() != "false",
                     mail=(row.get("mail") or "").strip(),
+                    dn=(row.get("onPremisesDistinguishedName") or "").strip(),
+                    sam=(row.get("onPremisesSamAccountName") or "").strip(),
+                    domain=(row.get("onPremisesDomainName") or "").strip(),
+                    sid=(row.get("onPremisesSecurityIdentifier") or "").strip(),
+                    canonical=(row.get("canonicalName") or "").strip(),
+                    nickname=(row.get("mailNickname") or "").strip(),
                 ))
         return d
 
     def add(self, user: DirectoryUser) -> None:
         self.users.append(user)
-        for key in (user.id, user.upn.lower(), user.mail.lower()):
+        keys = [user.id, user.upn.lower(), user.mail.lower(), user.sid.lower(), normalise_dn(user.dn),
+                (user.canonical or canonical_from_dn(user.dn)).lower()]
+        if user.sam and user.domain:
+            dom = user.domain.lower()
+            keys += [f"{dom}\\{user.sam.lower()}", f"{dom.split('.')[0]}\\{user.sam.lower()}"]
+        for key in keys:
             if key:
                 self._index[key] = user
-        for name in (user.display_name.lower(), user.upn.split("@")[0].lower(), user.mail.split("@")[0].lower()):
-            if name:
+        for name in (user.display_name.lower(), user.upn.split("@")[0].lower(), user.mail.split("@")[0].lower(),
+                     user.sam.lower(), user.nickname.lower(), rdn_value(user.dn).lower()):
+            if name and user not in self._by_name.get(name, ()):
                 self._by_name.setdefault(name, []).append(user)
 
     def find(self, value: str) -> DirectoryUser | None:
         key = value.strip().strip("{}").lower()
-        hit = self._index.get(key)
+        hit = self._index.get(key) or (self._index.get(normalise_dn(key)) if DN.match(key) else None)
         if hit:
             return hit
         named = {u.id: u for u in self._by_name.get(key, [])}
+        if not named:
+            # on-premises spellings, by their last part: DOMAIN\sam, a canonical name, a DN's CN
+            short = _short_name(key)
+            if short and short != key:
+                named = {u.id: u for u in self._by_name.get(short, [])}
         return next(iter(named.values())) if len(named) == 1 else None  # ambiguous names stay unresolved
 
     @property
@@ -196,7 +229,55 @@ class Resolver:
             return Principal(raw, Kind.UNKNOWN, object_id=name.strip("{}").lower())
         if SID.match(name):
             return Principal(raw, Kind.UNKNOWN)
+        if DN.match(name):  # an on-premises DN not in the directory: show its CN
+            return Principal(raw, Kind.USER, display_name=rdn_value(name) or None)
         return Principal(raw, Kind.USER if name == raw else Kind.UNKNOWN, display_name=name if name != raw else None)
+
+
+DN = re.compile(r"^(?:CN|OU|UID)=.+?,(?:.*,)?DC=[^,]+$", re.IGNORECASE)
+_DN_PART = re.compile(r"((?:[^,\\]|\\.)+)")
+
+
+def _dn_parts(dn: str) -> list[tuple[str, str]]:
+    parts = []
+    for raw in _DN_PART.findall(dn):
+        attr, _, value = raw.strip().partition("=")
+        parts.append((attr.strip().upper(), re.sub(r"\\(.)", r"\1", value.strip())))
+    return parts
+
+
+def normalise_dn(dn: str) -> str:
+    """``CN=Eve Adams, OU=Staff,DC=corp,DC=example`` → ``cn=eve adams,ou=staff,dc=corp,dc=example``."""
+    if not dn:
+        return ""
+    return ",".join(f"{a.lower()}={v.lower()}" for a, v in _dn_parts(dn))
+
+
+def rdn_value(dn: str) -> str:
+    """The first component's value: ``CN=Eve Adams,…`` → ``Eve Adams``."""
+    parts = _dn_parts(dn) if dn else []
+    return parts[0][1] if parts else ""
+
+
+def canonical_from_dn(dn: str) -> str:
+    """``CN=Eve Adams,OU=Staff,DC=corp,DC=example`` → ``corp.example/Staff/Eve Adams`` (the form
+    Exchange logs callers in)."""
+    if not dn:
+        return ""
+    parts = _dn_parts(dn)
+    domain = ".".join(v for a, v in parts if a == "DC")
+    path = [v for a, v in parts if a != "DC"]
+    return "/".join([domain, *reversed(path)]) if domain else ""
+
+
+def _short_name(key: str) -> str:
+    if DN.match(key):
+        return rdn_value(key).lower()
+    if "\\" in key:
+        return key.rsplit("\\", 1)[1]
+    if "/" in key and "@" not in key and not key.startswith("http"):
+        return key.rstrip("/").rsplit("/", 1)[1]
+    return key
 
 
 def _in_domains(domain: str, domains: set[str]) -> bool:
