@@ -31,6 +31,7 @@ test: setup
 bench: setup
 	$(BIN)/python bench/run_bench.py
 	$(BIN)/python bench/report_bench.py
+	$(BIN)/python bench/evtx_bench.py
 
 clean:
 	rm -rf $(VENV) out build *.egg-info .pytest_cache .hypothesis
