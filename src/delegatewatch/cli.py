@@ -236,9 +236,11 @@ def rules_test(rules_dir: str | None) -> None:
 
 def _attach_optional_commands() -> None:
     """Commands that live in their own packages (collectors, watch, audit)."""
+    from delegatewatch.audit_cli import audit_command
     from delegatewatch.watch.cli import watch_command
 
     main.add_command(watch_command)
+    main.add_command(audit_command)
 
 
 _attach_optional_commands()
