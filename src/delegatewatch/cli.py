@@ -35,7 +35,31 @@ def _output(path: str | None) -> Iterator[TextIO]:
             yield f
 
 
-@click.group()
+class LazyGroup(click.Group):
+    """A group whose subcommands are imported only when used (click's documented lazy-loading
+    pattern): ``hunt`` does not pay for the collectors' HTTP and auth libraries."""
+
+    def __init__(self, *args, lazy: dict[str, str] | None = None, **kwargs) -> None:  # noqa: ANN002, ANN003
+        super().__init__(*args, **kwargs)
+        self.lazy = lazy or {}
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted([*super().list_commands(ctx), *self.lazy])
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name in self.lazy:
+            module, attr = self.lazy[name].split(":")
+            import importlib
+
+            return getattr(importlib.import_module(module), attr)
+        return super().get_command(ctx, name)
+
+
+@click.group(cls=LazyGroup, lazy={
+    "watch": "delegatewatch.watch.cli:watch_command",
+    "audit": "delegatewatch.audit_cli:audit_command",
+    "doctor": "delegatewatch.collectors.doctor_cli:doctor_command",
+})
 @click.version_option(__version__, prog_name="delegatewatch")
 def main() -> None:
     """Find additional email delegate permissions (MITRE ATT&CK T1098.002) and their abuse."""
@@ -234,13 +258,9 @@ def rules_test(rules_dir: str | None) -> None:
     sys.exit(1 if failures else 0)
 
 
-def _attach_optional_commands() -> None:
-    """Commands that live in their own packages (collectors, watch, audit)."""
-    from delegatewatch.audit_cli import audit_command
-    from delegatewatch.watch.cli import watch_command
-
-    main.add_command(watch_command)
-    main.add_command(audit_command)
+@main.group(cls=LazyGroup, lazy={"m365": "delegatewatch.collectors.m365_cli:m365_command",
+                                 "google": "delegatewatch.collectors.google_cli:google_command"})
+def collect() -> None:
+    """Collect audit records from the vendors' APIs into compressed NDJSON (checkpointed)."""
 
 
-_attach_optional_commands()
