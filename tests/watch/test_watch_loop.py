@@ -269,3 +269,18 @@ def test_kill_9_between_send_and_record(tmp_path, http_server, hec_env, delivere
         for other in ("webhook", "hec", "jsonl"):
             if other != kind:  # those finished and recorded before the kill: not resent
                 assert sorted(after[other]) == want, other
+
+
+def test_files_committed_but_never_recorded_are_hunted_on_restart(tmp_path):
+    """The process died after the collector committed a part file and before watch recorded it:
+    the next round finds the file under the collector's output folder and hunts it."""
+    out = tmp_path / "collected"
+    orphan_collector = FakeCollector(out, [[grant(41), noise(41)]])
+    orphan_collector.run_once()  # committed by the collector; watch never heard of it
+    sink_file = tmp_path / "findings.jsonl"
+    with WatchState(tmp_path / "state") as state:
+        watcher = Watcher(FakeCollector(out, []), state, [parse_sink(f"jsonl:{sink_file}")], output_dir=out)
+        watcher.run_round()
+        watcher.run_round()  # nothing new: the file is not hunted twice
+    lines = [json.loads(x) for x in sink_file.read_text().splitlines()]
+    assert [x["evidence"][0]["record_id"] for x in lines] == ["00000000-0000-0000-0000-000000000041"]

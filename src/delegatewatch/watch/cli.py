@@ -254,7 +254,9 @@ def watch_command(ctx: click.Context, source: str, config_file: str | None, stat
     except (StateError, OSError) as exc:
         raise click.ClickException(str(exc)) from None
 
-    watcher = Watcher(collector, state, sinks, rules=rules, directory=users, jobs=jobs)
+    collector_config = getattr(collector, "config", None)
+    output_dir = getattr(collector_config, "out", None) or getattr(collector_config, "out_dir", None)
+    watcher = Watcher(collector, state, sinks, rules=rules, directory=users, jobs=jobs, output_dir=output_dir)
 
     def stop(signum: int, _frame: object) -> None:
         log.info("%s received: stopping after this round", signal.Signals(signum).name)

@@ -107,7 +107,8 @@ class RoundReport:
 class Watcher:
     def __init__(self, collector: Collector, state: WatchState, sinks: Sequence[Sink], *,
                  rules: Sequence[Rule] | None = None, directory: Directory | None = None, jobs: int | None = None,
-                 analytics: Sequence[Analytic] = (), hunt_fn: Callable[..., HuntResult] = hunt) -> None:
+                 analytics: Sequence[Analytic] = (), hunt_fn: Callable[..., HuntResult] = hunt,
+                 output_dir: str | os.PathLike[str] | None = None) -> None:
         keys = [s.key for s in sinks]
         if len(set(keys)) != len(keys):
             raise ValueError("two sinks have the same name: give one of them name=…")
@@ -119,6 +120,7 @@ class Watcher:
         self.jobs = jobs
         self.analytics = list(analytics)
         self.hunt_fn = hunt_fn
+        self.output_dir = output_dir
         self.stop = threading.Event()
         self._recovered = False
 
@@ -165,9 +167,25 @@ class Watcher:
             for e in report.collect_errors:
                 log.warning("collector: %s", e)
             self.state.add_pending_files(collected.files)
+        self._reconcile()
         self._hunt(report)
         report.sinks = self.deliver()
         return report
+
+    def _reconcile(self) -> None:
+        """Committed collector files this state never recorded: the process died after the collector
+        committed them and before they were marked pending. Hunt them now, so no batch is skipped.
+        (Collectors write finished part files under their final names; hidden names are unfinished.)"""
+        if self.output_dir is None or not os.path.isdir(self.output_dir):
+            return
+        root = Path(self.output_dir)
+        found = sorted(str(p) for p in root.rglob("*.ndjson.gz")
+                       if not any(part.startswith(".") for part in p.relative_to(root).parts))
+        unknown = self.state.unknown_files(found)
+        if unknown:
+            log.warning("%d collected file(s) were never hunted (the last run stopped in between); hunting them now",
+                        len(unknown))
+            self.state.add_pending_files(unknown)
 
     def _hunt(self, report: RoundReport) -> None:
         files = self.state.pending_files()

@@ -184,6 +184,13 @@ class WatchState:
             c.executemany("INSERT OR IGNORE INTO files (path, status, round, at) VALUES (?, 'pending', ?, ?)",
                           [(str(p), rnd, _now()) for p in paths])
 
+    def unknown_files(self, paths: Iterable[str]) -> list[str]:
+        """Those of ``paths`` this state has never seen (neither pending nor hunted)."""
+        paths = list(paths)
+        with self._mutex:
+            known = {r[0] for r in self._conn.execute("SELECT path FROM files")}
+        return [p for p in paths if p not in known]
+
     def pending_files(self) -> list[str]:
         with self._mutex:
             return [r[0] for r in self._conn.execute(
