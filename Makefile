@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo test bench rules-test clean
+.PHONY: setup demo test bench clean
 
 setup: $(STAMP)
 

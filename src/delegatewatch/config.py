@@ -26,8 +26,91 @@ class GoogleConfig:
 
 
 @dataclass(frozen=True)
+class MailflowConfig:
+    """Mail sent from the organisation's accounts (``[mailflow]``): shared by the send-volume and
+    the look-alike-lure analytics (docs/configuration.md)."""
+
+    #: the organisation's mail domains (subdomains included); more are learnt from the input
+    internal_domains: tuple[str, ...] = ()
+    #: accounts whose sending is never analysed: service and alert mailboxes (globs, ``noreply@*``)
+    service_accounts: tuple[str, ...] = ()
+    #: newsletter / bulk senders, never analysed (globs)
+    newsletter_senders: tuple[str, ...] = ()
+    #: IANA time zone of the working day (hour-of-day and weekday/weekend profiles)
+    timezone: str = "UTC"
+    #: days counted as weekend (0 = Monday … 6 = Sunday)
+    weekend_days: tuple[int, ...] = (5, 6)
+    #: peer groups for accounts too new for their own baseline: {name = [accounts or globs]};
+    #: accounts in no group are compared with the whole organisation
+    peer_groups: Any = ()
+
+    def __post_init__(self) -> None:
+        groups = self.peer_groups
+        if isinstance(groups, dict):
+            groups = tuple((str(k), tuple(str(m) for m in v)) for k, v in groups.items())
+        object.__setattr__(self, "peer_groups", tuple(groups))
+
+
+@dataclass(frozen=True)
+class SendVolumeConfig:
+    """``[send_volume]``: per-account send-volume bursts (analytics/send_volume.py)."""
+
+    enabled: bool = True
+    #: the window one count covers, in minutes (divides a day: 15, 30, 60, 120 …)
+    window_minutes: int = 60
+    #: an account needs this many days with at least one send for its own baseline
+    min_history_days: int = 7
+    #: robust z-score (observed − median) / spread that flags a window
+    min_score: float = 6.0
+    #: and the window must be at least this many times the expected count …
+    min_ratio: float = 3.0
+    #: … at least this many messages above it …
+    min_excess: int = 20
+    #: … and at least this many messages in all
+    min_messages: int = 25
+    #: a window no busier than this quantile of the account's daily peaks (its busiest window
+    #: of each active day) is normal for it: keeps steady high-volume senders quiet
+    daily_peak_quantile: float = 0.9
+    #: with no baseline at all (no history, no peers), a window of at least this many messages
+    no_baseline_messages: int = 200
+    #: days of the chart before and after a flagged window
+    chart_days_before: int = 7
+    chart_days_after: int = 1
+
+
+@dataclass(frozen=True)
+class LuresConfig:
+    """``[lures]``: near-duplicate messages from several internal accounts (analytics/lures.py)."""
+
+    enabled: bool = True
+    #: MinHash/LSH Jaccard threshold between two texts (subject + attachment names + body)
+    similarity: float = 0.6
+    #: MinHash permutations (more: finer similarity estimate, slower)
+    num_perm: int = 64
+    #: characters per shingle
+    shingle: int = 4
+    #: the campaign window, in minutes
+    window_minutes: int = 240
+    #: distinct internal accounts sending look-alikes in one window
+    min_senders: int = 3
+    #: distinct internal recipients they reach in the window
+    min_recipients: int = 10
+    #: … and at least min_senders of the accounts each reach this many internal recipients
+    min_recipients_per_sender: int = 3
+    #: share of replies (RE:, AW: …) above which a cluster concentrated on one recipient is a reply storm
+    reply_share: float = 0.6
+    #: share of messages going to the cluster's most common recipient that makes it a reply storm
+    top_recipient_share: float = 0.5
+    #: a look-alike also sent on this many other days of the input is a recurring template
+    recurring_days: int = 5
+
+
+@dataclass(frozen=True)
 class Config:
     google: GoogleConfig = field(default_factory=GoogleConfig)
+    mailflow: MailflowConfig = field(default_factory=MailflowConfig)
+    send_volume: SendVolumeConfig = field(default_factory=SendVolumeConfig)
+    lures: LuresConfig = field(default_factory=LuresConfig)
 
 
 def _section(cls: type, data: dict[str, Any], name: str) -> Any:
