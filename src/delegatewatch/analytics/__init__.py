@@ -5,8 +5,9 @@ every record of that family read by a hunt (not only rule matches), after all in
 ``snapshot`` compares standing-permission snapshots. ``delegatewatch.engine.hunt`` calls it.
 
 Unified-audit-log records (family ``m365``) are prefiltered by operation, so a module that also
-wants some of them lists their operations in ``M365_OPERATIONS`` (e.g. ``{"Send", "SendAs"}``);
-the prefilter then keeps them and they reach the module's ``analyze`` with its own family's records.
+wants some of them lists their operations in ``M365_OPERATIONS`` (e.g. ``{"Send", "SendAs"}``, or
+a function returning them, so configuration can switch them on); the prefilter then keeps them and
+they reach the module's ``analyze`` with its own family's records.
 """
 
 from __future__ import annotations
@@ -18,13 +19,17 @@ from functools import cache
 
 
 @cache
+def _modules() -> tuple:
+    return tuple(importlib.import_module(f"{__name__}.{info.name}") for info in pkgutil.iter_modules(__path__))
+
+
 def m365_feeds() -> dict[str, str]:
     """Operation (lower-case) of unified-audit-log records → the analytics module (family) they feed."""
     out: dict[str, str] = {}
-    for info in pkgutil.iter_modules(__path__):
-        module = importlib.import_module(f"{__name__}.{info.name}")
-        for op in getattr(module, "M365_OPERATIONS", ()):
-            out[op.lower()] = info.name
+    for module in _modules():
+        ops = getattr(module, "M365_OPERATIONS", ())
+        for op in (ops() if callable(ops) else ops):
+            out[op.lower()] = module.__name__.rsplit(".", 1)[-1]
     return out
 
 

@@ -49,4 +49,5 @@ def parse_time(value: object) -> datetime | None:
 def iso_utc(dt: datetime | None) -> str | None:
     if dt is None:
         return None
-    return dt.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    # isoformat is several times faster than strftime, and this runs for every evidence record
+    return dt.astimezone(timezone.utc).replace(tzinfo=None, microsecond=0).isoformat() + "Z"
