@@ -37,6 +37,7 @@ TECHNIQUES = {
     "T1098": "Account Manipulation",
     "T1098.002": "Additional Email Delegate Permissions",
     "T1098.003": "Additional Cloud Roles",
+    "T1534": "Internal Spearphishing",
     "T1114": "Email Collection",
     "T1114.002": "Remote Email Collection",
     "T1114.003": "Email Forwarding Rule",
@@ -49,12 +50,14 @@ TACTICS = {
     "TA0003": "Persistence",
     "TA0004": "Privilege Escalation",
     "TA0005": "Defense Evasion",
+    "TA0008": "Lateral Movement",
     "TA0009": "Collection",
 }
 #: Technique → the tactics ATT&CK lists it under (one OCSF attack object per tactic).
 TECHNIQUE_TACTICS = {
     "T1098": ("TA0003", "TA0004"),
     "T1114": ("TA0009",),
+    "T1534": ("TA0008",),
     "T1562": ("TA0005",),
     "T1564": ("TA0005",),
 }
@@ -244,7 +247,7 @@ def finding_to_ocsf(f: Finding, records: Mapping[str, Mapping[str, Any]] | None 
 
     evidences: list[dict[str, Any]] = []
     for e in f.evidence:
-        ev: dict[str, Any] = {"name": "Unified Audit Log record", "uid": e.record_id,
+        ev: dict[str, Any] = {"name": _evidence_name(f), "uid": e.record_id,
                               "data": {k: v for k, v in (("source", e.source), ("record_id", e.record_id),
                                                        ("line", e.line), ("time", e.time)) if v is not None}}
         if actor_user:
@@ -303,6 +306,13 @@ def finding_to_ocsf(f: Finding, records: Mapping[str, Mapping[str, Any]] | None 
         "raw": f.raw or None, "names": f.names or None, "reasons": f.reasons or None,
     }.items() if v is not None}
     return out
+
+
+def _evidence_name(f: Finding) -> str:
+    """What kind of record the evidence is, from the rule that found it."""
+    prefix = f.rule.split("_", 1)[0]
+    return {"windows": "Windows event", "google": "Google Workspace activity", "snapshot": "Permission snapshot row",
+            "send": "Mail-send record", "internal": "Mail-send record"}.get(prefix, "Unified Audit Log record")
 
 
 def write(findings: Iterable[Finding], out: TextIO, *, records: Mapping[str, Mapping[str, Any]] | None = None,
