@@ -9,12 +9,10 @@ the same snapshots. Files that are not snapshots (audit logs) are listed as skip
 
 from __future__ import annotations
 
-import contextlib
 import os
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TextIO
 
 import click
 from rich.console import Console
@@ -107,20 +105,8 @@ def parse_time_hints(values: Sequence[str]) -> dict[str, str]:
     return hints
 
 
-@contextlib.contextmanager
-def _output(path: str | None) -> Iterator[TextIO]:
-    if path in (None, "-"):
-        yield sys.stdout
-    else:
-        with open(path, "w", encoding="utf-8", newline="") as f:
-            yield f
-
-
-def _console(no_color: bool, stderr: bool = False) -> Console:
-    console = Console(stderr=stderr, no_color=no_color or bool(os.environ.get("NO_COLOR")), highlight=False)
-    if not console.is_terminal:
-        console.width = max(console.width, 140)
-    return console
+# The same output and console helpers as hunt (one place decides NO_COLOR and stdout handling).
+from delegatewatch.cli import _console, _output  # noqa: E402
 
 
 def snapshots_table(snapshots: list[dict], console: Console) -> None:
