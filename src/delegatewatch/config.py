@@ -110,7 +110,23 @@ class LuresConfig:
 
 
 @dataclass(frozen=True)
+class AllowConfig:
+    """Expected delegations and accounts (``[allow]``, ATT&CK DET0373's "delegator to delegate
+    pairing"): their findings are kept but lowered to informational with the reason, or dropped."""
+
+    #: expected (mailbox, grantee) pairs; shell-style globs, case-insensitive, e.g. ["ceo@*", "pa@contoso.com"]
+    pairs: tuple[tuple[str, str], ...] = ()
+    #: accounts whose changes are expected (migration, backup, provisioning service accounts)
+    actors: tuple[str, ...] = ()
+    #: principals expected to hold delegations anywhere (e.g. a journaling or archiving account)
+    grantees: tuple[str, ...] = ()
+    #: "lower" (keep as informational) or "drop"
+    mode: str = "lower"
+
+
+@dataclass(frozen=True)
 class Config:
+    allow: AllowConfig = field(default_factory=AllowConfig)
     google: GoogleConfig = field(default_factory=GoogleConfig)
     mailflow: MailflowConfig = field(default_factory=MailflowConfig)
     send_volume: SendVolumeConfig = field(default_factory=SendVolumeConfig)
@@ -122,7 +138,14 @@ def _section(cls: type, data: dict[str, Any], name: str) -> Any:
     unknown = set(data) - known
     if unknown:
         raise ConfigError(f"[{name}]: unknown setting(s) {', '.join(sorted(unknown))}; known: {', '.join(sorted(known))}")
-    values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+    values = {k: tuple(tuple(x) if isinstance(x, list) else x for x in v) if isinstance(v, list) else v
+              for k, v in data.items()}
+    if cls is AllowConfig:
+        if values.get("mode", "lower") not in ("lower", "drop"):
+            raise ConfigError(f"[{name}] mode must be \"lower\" or \"drop\", not {values['mode']!r}")
+        for pair in values.get("pairs", ()):
+            if not (isinstance(pair, tuple) and len(pair) == 2):
+                raise ConfigError(f"[{name}] pairs: each entry is [mailbox, grantee]; got {pair!r}")
     return cls(**values)
 
 

@@ -24,8 +24,10 @@ from delegatewatch.detections.engine import RuleEngine
 from delegatewatch.detections.rules import Rule, load_rules
 from delegatewatch.events.model import Event
 from delegatewatch.events.principals import Directory, Resolver
+from delegatewatch import config
 from delegatewatch.analytics import analytic_for, m365_feeds
 from delegatewatch.events.registry import mapper_for
+from delegatewatch.findings.allow import apply_allow_list
 from delegatewatch.findings.build import apply_context, build, sort_findings
 from delegatewatch.findings.model import Finding
 from delegatewatch.records import ReadStats, Record
@@ -290,6 +292,7 @@ def hunt(paths: Sequence[str], *, directory: Directory | None = None, rules: Seq
         if analyze is not None:
             findings.extend(analyze(records, resolver))
     apply_context(findings, events_by_finding)
+    findings = apply_allow_list(findings, config.current().allow)
     result = HuntResult(sort_findings(findings), stats, rules, candidates)
     for _, record in matched:
         result.records.setdefault(record.record_id, record.data)
