@@ -284,3 +284,40 @@ def test_files_committed_but_never_recorded_are_hunted_on_restart(tmp_path):
         watcher.run_round()  # nothing new: the file is not hunted twice
     lines = [json.loads(x) for x in sink_file.read_text().splitlines()]
     assert [x["evidence"][0]["record_id"] for x in lines] == ["00000000-0000-0000-0000-000000000041"]
+
+
+def test_gmail_delegate_snapshots_are_compared_across_rounds(tmp_path):
+    """Each round collects one Gmail delegate snapshot; the delegate that appears in round 2 is a grant,
+    and the standing delegation seen in both rounds is sent once."""
+    import gzip
+
+    out = tmp_path / "google"
+    folder = out / "gmail-delegates"
+    folder.mkdir(parents=True)
+
+    class SnapshotCollector:
+        def __init__(self) -> None:
+            self.round = 0
+
+        def run_once(self):
+            self.round += 1
+            delegates = [{"delegateEmail": "pa@example.com", "verificationStatus": "accepted"}]
+            if self.round == 2:
+                delegates.append({"delegateEmail": "attacker@evil.example", "verificationStatus": "accepted"})
+            if self.round > 2:
+                return type("R", (), {"files": [], "records": 0, "errors": []})()
+            path = folder / f"2026-12-0{self.round}T000000Z.ndjson.gz"
+            with gzip.open(path, "wt") as f:
+                f.write(json.dumps({"user": "ceo@example.com", "delegates": delegates,
+                                    "collected_at": f"2026-12-0{self.round}T00:00:00Z"}) + "\n")
+            return type("R", (), {"files": [path], "records": 1, "errors": []})()
+
+    sink_file = tmp_path / "findings.jsonl"
+    with WatchState(tmp_path / "state") as state:
+        watcher = Watcher(SnapshotCollector(), state, [parse_sink(f"jsonl:{sink_file}")], output_dir=out)
+        for _ in range(3):
+            watcher.run_round()
+    sent = [json.loads(x) for x in sink_file.read_text().splitlines()]
+    rules = [(f["rule"], f["grantee"]) for f in sent]
+    assert ("snapshot_gmail_delegate_added", "attacker@evil.example") in rules
+    assert sum(1 for r, g in rules if g == "pa@example.com") == 1  # the standing delegation, once

@@ -403,6 +403,7 @@ def is_root(folder: str) -> bool:
 def _finding(judge: Judge, rule: str, severity: str, e: Entry, snap: Snapshot, summary: str, reasons: list[str],
              rights: Iterable[str], runbook: str, *, id_extra: str = "", evidence_rows: list[Record] | None = None,
              grantee_kind: bool = True) -> Finding:
+    rights = sorted(rights)  # used twice below: never a one-shot iterator
     rows = evidence_rows if evidence_rows is not None else e.rows
     evidence = [Evidence(r.source, r.record_id, iso_utc(_record_time(r)), r.line) for r in rows[:MAX_EVIDENCE]]
     if len(rows) > MAX_EVIDENCE:
@@ -411,7 +412,9 @@ def _finding(judge: Judge, rule: str, severity: str, e: Entry, snap: Snapshot, s
     m = judge.principal(e.mailbox) if e.mailbox else None
     first = rows[0] if rows else None
     f = Finding(
-        id=_fid(rule, *e.key, first.source if first else "", first.record_id if first else "", id_extra),
+        # A standing risk is the same finding in every snapshot that shows it (so `watch` alerts it
+        # once); a change is tied to the snapshots it was seen between (id_extra).
+        id=_fid(rule, *e.key, *rights) if not id_extra else _fid(rule, *e.key, id_extra),
         rule=rule, rule_id=rule_id(rule), title=TITLES[rule], severity=severity, time=snap.iso, attack=list(ATTACK),
         actor=None, mailbox=m.name if m else (e.mailbox or None), grantee=g.name if g else e.grantee,
         rights=sorted(rights), summary=summary, evidence=evidence, operation=S.SOURCE_OF.get(e.kind, e.kind),

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -102,6 +103,16 @@ class RoundReport:
             state = f"{s.delivered} sent" + (f", {s.backlog} in backlog" if s.backlog else "")
             parts.append(f"{s.sink}: {state}" + (" (failed)" if s.error else ""))
         return "; ".join(parts)
+
+
+_GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+
+
+def _record_key(e) -> str:  # noqa: ANN001
+    """A record's identity across rounds: the UAL Id is global (the same record in two blobs is one);
+    other families' ids (a snapshot's row number, a Windows EventRecordID) only mean something in
+    their file."""
+    return e.record_id if _GUID.match(e.record_id) else f"{e.source}#{e.record_id}"
 
 
 class Watcher:
@@ -187,6 +198,21 @@ class Watcher:
                         len(unknown))
             self.state.add_pending_files(unknown)
 
+    #: folders whose files are successive snapshots (collect google --gmail-delegates writes these)
+    SNAPSHOT_FOLDERS = ("gmail-delegates",)
+
+    def _snapshot_context(self, files: list[str]) -> list[str]:
+        """For each new snapshot file, the previous snapshot in its folder: snapshots are compared with
+        each other (a delegate present now but not before is a grant), so a batch holding only the new
+        one must see the old one too."""
+        context = []
+        for folder in sorted({os.path.dirname(f) for f in files
+                              if os.path.basename(os.path.dirname(f)) in self.SNAPSHOT_FOLDERS}):
+            previous = self.state.last_hunted_in(folder)
+            if previous and previous not in files and os.path.exists(previous):
+                context.append(previous)
+        return context
+
     def _hunt(self, report: RoundReport) -> None:
         files = self.state.pending_files()
         report.files = len(files)
@@ -195,16 +221,19 @@ class Watcher:
         present = [f for f in files if os.path.exists(f)]
         for f in set(files) - set(present):
             log.warning("collected file %s is gone; skipping it", f)
-        result = self.hunt_fn(present, rules=self.rules, directory=self.directory, jobs=self.jobs)
+        context = self._snapshot_context(present)
+        result = self.hunt_fn(present + context, rules=self.rules, directory=self.directory, jobs=self.jobs)
         report.hunt_issues = len(result.stats.issues) if hasattr(result.stats, "issues") else 0
         for issue in getattr(result.stats, "issues", [])[:20]:
             log.warning("hunt: %s", issue)
-        record_ids = {e.record_id for f in result.findings for e in f.evidence if e.record_id}
+        record_ids = {_record_key(e) for f in result.findings for e in f.evidence if e.record_id}
         known = self.state.known_records(record_ids)
         fresh: list[Finding] = []
         for f in result.findings:
-            ids = {e.record_id for e in f.evidence if e.record_id}
-            if ids and ids <= known:
+            ids = {_record_key(e) for e in f.evidence if e.record_id}
+            if context and f.evidence and all(e.source in context for e in f.evidence):
+                report.repeated += 1  # about the previous snapshot only: reported when it was new
+            elif ids and ids <= known:
                 report.repeated += 1  # every record behind it was hunted in an earlier round
             else:
                 fresh.append(f)

@@ -191,6 +191,18 @@ class WatchState:
             known = {r[0] for r in self._conn.execute("SELECT path FROM files")}
         return [p for p in paths if p not in known]
 
+    def last_hunted_in(self, folder: str) -> str | None:
+        """The most recently hunted file directly in ``folder`` (the previous snapshot there)."""
+        prefix = folder.rstrip(os.sep) + os.sep
+        with self._mutex:
+            rows = self._conn.execute("SELECT path FROM files WHERE status='hunted' AND path LIKE ? ESCAPE '\\' "
+                                      "ORDER BY round DESC, rowid DESC",
+                                      (prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%",)).fetchall()
+        for (path,) in rows:
+            if os.path.dirname(path) == folder.rstrip(os.sep):
+                return path
+        return None
+
     def pending_files(self) -> list[str]:
         with self._mutex:
             return [r[0] for r in self._conn.execute(
