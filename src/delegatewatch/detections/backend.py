@@ -21,10 +21,9 @@ from sigma.conversion.state import ConversionState
 from sigma.types import SigmaCompareExpression
 
 
-class DuckDBBackend(TextQueryBackend):
-    name: ClassVar[str] = "delegatewatch DuckDB backend"
-    formats: ClassVar[dict[str, str]] = {"default": "DuckDB WHERE expressions over the flat event table"}
-    requires_pipeline: ClassVar[bool] = False
+class InfixBooleanBackend(TextQueryBackend):
+    """The boolean layer every delegatewatch backend shares (DuckDB here, and the Splunk, Elastic and
+    Spark backends of the rule export): NOT binds tighter than AND, AND than OR; groups in parentheses."""
 
     precedence: ClassVar[tuple[type[ConditionItem], type[ConditionItem], type[ConditionItem]]] = (
         ConditionNOT, ConditionAND, ConditionOR)
@@ -34,6 +33,13 @@ class DuckDBBackend(TextQueryBackend):
     or_token: ClassVar[str] = "OR"
     and_token: ClassVar[str] = "AND"
     not_token: ClassVar[str] = "NOT"
+
+
+class DuckDBBackend(InfixBooleanBackend):
+    name: ClassVar[str] = "delegatewatch DuckDB backend"
+    formats: ClassVar[dict[str, str]] = {"default": "DuckDB WHERE expressions over the flat event table"}
+    requires_pipeline: ClassVar[bool] = False
+
     eq_token: ClassVar[str] = " = "
 
     field_quote: ClassVar[str] = '"'

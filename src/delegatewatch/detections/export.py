@@ -31,14 +31,13 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
-from sigma.conditions import ConditionAND, ConditionItem, ConditionNOT, ConditionOR
 from sigma.conversion.base import TextQueryBackend
 from sigma.conversion.state import ConversionState
 from sigma.exceptions import SigmaError, SigmaFeatureNotSupportedByBackendError
 from sigma.types import SigmaCompareExpression, SigmaString, SpecialChars
 
 from delegatewatch.detections import pipelines
-from delegatewatch.detections.backend import DuckDBBackend
+from delegatewatch.detections.backend import DuckDBBackend, InfixBooleanBackend
 from delegatewatch.detections.pipelines import (
     JSON_TEXT_FIELDS,
     derived_name,
@@ -120,7 +119,7 @@ def splunk_field_ref(field: str) -> str:
     return "coalesce(tostring('" + field.replace("'", "\\'") + "'), \"\")"
 
 
-class SplunkO365Backend(TextQueryBackend):
+class SplunkO365Backend(InfixBooleanBackend):
     """Splunk ``where`` (eval) expressions over the add-on's events.
 
     Eval expressions rather than search terms: ``match(x, "(?i)^…$")`` gives case-insensitive,
@@ -134,14 +133,6 @@ class SplunkO365Backend(TextQueryBackend):
     formats: ClassVar[dict[str, str]] = {"default": "Splunk SPL: base search | eval … | where …"}
     requires_pipeline: ClassVar[bool] = False
 
-    precedence: ClassVar[tuple[type[ConditionItem], type[ConditionItem], type[ConditionItem]]] = (
-        ConditionNOT, ConditionAND, ConditionOR)
-    parenthesize: bool = True
-    group_expression: ClassVar[str] = "({expr})"
-    token_separator: str = " "
-    or_token: ClassVar[str] = "OR"
-    and_token: ClassVar[str] = "AND"
-    not_token: ClassVar[str] = "NOT"
     eq_token: ClassVar[str] = "=="
 
     str_quote: ClassVar[str] = '"'
@@ -307,7 +298,7 @@ _LUCENE_FIELD_SPECIAL = re.compile(r'([+\-=&|><!(){}\[\]^"~*?:\\/ ])')
 _ELASTIC_EXACT_FIELDS = frozenset({"event.action"})
 
 
-class ElasticO365LuceneBackend(TextQueryBackend):
+class ElasticO365LuceneBackend(InfixBooleanBackend):
     """Lucene query strings over the Elastic o365 integration.
 
     Keyword fields are case-sensitive in Elasticsearch, and values such as AccessRights or a
@@ -320,14 +311,6 @@ class ElasticO365LuceneBackend(TextQueryBackend):
     formats: ClassVar[dict[str, str]] = {"default": "Lucene query string"}
     requires_pipeline: ClassVar[bool] = False
 
-    precedence: ClassVar[tuple[type[ConditionItem], type[ConditionItem], type[ConditionItem]]] = (
-        ConditionNOT, ConditionAND, ConditionOR)
-    parenthesize: bool = True
-    group_expression: ClassVar[str] = "({expr})"
-    token_separator: str = " "
-    or_token: ClassVar[str] = "OR"
-    and_token: ClassVar[str] = "AND"
-    not_token: ClassVar[str] = "NOT"
     eq_token: ClassVar[str] = ":"
 
     str_quote: ClassVar[str] = '"'
