@@ -47,9 +47,7 @@ def run_audit(paths: Sequence[str], *, directory=None, exclude: Sequence[str] = 
     from delegatewatch.findings.build import apply_context, sort_findings
     from delegatewatch.records import ReadStats
     from delegatewatch.sources import iter_files, read_file
-    from delegatewatch.sources.detect import detect
     from delegatewatch.sources.formats.snapshots import FAMILY
-    from delegatewatch.sources.opening import sniff
 
     stats = ReadStats()
     skip = {os.path.realpath(p) for p in exclude}
@@ -64,19 +62,7 @@ def run_audit(paths: Sequence[str], *, directory=None, exclude: Sequence[str] = 
         if not os.path.exists(path):
             stats.skip_file(path, "no such file or folder")
             continue
-        try:
-            opened = sniff(path)
-        except OSError as exc:
-            stats.skip_file(path, f"cannot open: {exc.strerror or exc}")
-            continue
-        found = detect(opened)
-        if found.dialect is None:
-            stats.skip_file(path, found.reason or "unrecognised")
-            continue
-        if found.family != FAMILY:
-            stats.skip_file(path, f"not a permission snapshot ({found.dialect}); `delegatewatch hunt` reads it")
-            continue
-        for record in read_file(path, stats):
+        for record in read_file(path, stats, families={FAMILY: "a permission snapshot"}):
             key = record.data.get("_dedup")
             if isinstance(key, str):
                 if key in seen_rows:

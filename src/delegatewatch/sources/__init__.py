@@ -8,7 +8,7 @@ a decoded item into the UAL record).
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 
 from delegatewatch.records import ReadStats, Record
 from delegatewatch.records.prefilter import Prefilter
@@ -35,8 +35,10 @@ def iter_files(paths: Iterable[str]) -> Iterator[str]:
             yield p
 
 
-def read_file(path: str, stats: ReadStats, prefilter: Prefilter | None = None) -> Iterator[Record]:
-    """Records of one file, through the reader its content selects (``registry``)."""
+def read_file(path: str, stats: ReadStats, prefilter: Prefilter | None = None,
+              families: Mapping[str, str] | None = None) -> Iterator[Record]:
+    """Records of one file, through the reader its content selects (``registry``). ``families``:
+    read only files of these families (family → what to call it in the skip reason)."""
     try:
         opened = sniff(path)
     except OSError as exc:
@@ -45,6 +47,10 @@ def read_file(path: str, stats: ReadStats, prefilter: Prefilter | None = None) -
     found = detect(opened)
     if found.dialect is None:
         stats.skip_file(path, found.reason or "unrecognised")
+        return
+    if families is not None and found.family not in families:
+        wanted = " or ".join(families.values())
+        stats.skip_file(path, f"not {wanted} ({found.dialect}); `delegatewatch hunt` reads it")
         return
     reader = by_dialect(found.dialect)
     stats.files_read.append((path, found.dialect))

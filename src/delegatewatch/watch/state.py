@@ -213,25 +213,21 @@ class WatchState:
             row = self._conn.execute("SELECT status FROM files WHERE path=?", (str(path),)).fetchone()
         return bool(row and row[0] == "hunted")
 
-    def known_records(self, ids: Iterable[str]) -> set[str]:
+    def _known(self, table: str, ids: Iterable[str]) -> set[str]:
         ids = list(set(ids))
         known: set[str] = set()
         with self._mutex:
-            for i in range(0, len(ids), 500):
+            for i in range(0, len(ids), 500):  # SQLite's bound-parameter limit
                 chunk = ids[i:i + 500]
-                q = f"SELECT id FROM records WHERE id IN ({','.join('?' * len(chunk))})"
+                q = f"SELECT id FROM {table} WHERE id IN ({','.join('?' * len(chunk))})"
                 known.update(r[0] for r in self._conn.execute(q, chunk))
         return known
 
+    def known_records(self, ids: Iterable[str]) -> set[str]:
+        return self._known("records", ids)
+
     def known_findings(self, ids: Iterable[str]) -> set[str]:
-        ids = list(set(ids))
-        known: set[str] = set()
-        with self._mutex:
-            for i in range(0, len(ids), 500):
-                chunk = ids[i:i + 500]
-                q = f"SELECT id FROM findings WHERE id IN ({','.join('?' * len(chunk))})"
-                known.update(r[0] for r in self._conn.execute(q, chunk))
-        return known
+        return self._known("findings", ids)
 
     @contextlib.contextmanager
     def commit_batch(self, *, files: Sequence[str], record_ids: Iterable[str],
