@@ -12,6 +12,7 @@ from delegatewatch.detections.engine import RuleEngine
 from delegatewatch.detections.rules import RuleError, load_rule, load_rules
 from delegatewatch.detections.testing import run_rule_tests
 from delegatewatch.engine.hunt import prefilter_for
+from delegatewatch.records.prefilter import Prefilter
 
 RULE = """
 title: t
@@ -106,11 +107,38 @@ def test_prefilter_covers_every_operation_a_rule_names():
     for r in rules:
         for op in r.operations:
             assert pf.wants({"Operation": op})
-            line = f'{{"Id":"x","Operation":"{op}","UserId":"a"}}'.encode()
-            assert pf.raw.search(line)
-            assert pf.raw.search(line.replace(b'"', b'""'))  # inside a CSV field
-            assert pf.raw.search(line.replace(b'":"', b'": "'))  # spaced JSON
+            for spelling in (op, op.lower(), op.upper()):
+                line = f'{{"Id":"x","Operation":"{spelling}","UserId":"a"}}'.encode()
+                for form in (line, line.replace(b'"', b'""'),  # inside a CSV field
+                             line.replace(b'":"', b'": "'), line.replace(b'":"', b'" : "')):  # spaced JSON
+                    assert [h[0] for h in pf.hits(form, 0, len(form))] == [op.lower()], form
     assert not pf.wants({"Operation": "FileAccessed"})
+
+
+def test_prefilter_hits_only_operation_values():
+    pf = Prefilter.for_operations(["Set-Mailbox", "Add-MailboxPermission"])
+
+    def ops(line: bytes) -> list[str]:
+        return [h[0] for h in pf.hits(line, 0, len(line))]
+
+    assert ops(b'{"Operation":"Set-MailboxJunkEmailConfiguration"}') == []  # a longer name
+    assert ops(b'{"Operation":"FileAccessed","ObjectId":"Set-Mailbox"}') == []  # not the Operation key
+    assert ops(b'{"SubOperation":"Set-Mailbox"}') == []
+    assert ops(b'{"Operation":"Set-Mailbox"}') == ["set-mailbox"]
+    # hits are positioned in the block, also when the search starts inside it
+    block = b'{"Operation":"X"}\n{"Operation":"Add-MailboxPermission"}\n'
+    (op, start, end), = pf.hits(block, 18, len(block))
+    assert block[start:end] == b"Add-MailboxPermission"
+
+
+def test_prefilter_stage_two_literals_ignore_case():
+    pf = Prefilter.for_operations(["Add-MailboxPermission"], {"Add-MailboxPermission": ["FullAccess"]})
+    line = b'{"Operation":"Add-MailboxPermission","Parameters":[{"Name":"AccessRights","Value":"FULLACCESS"}]}'
+    assert pf.keep("add-mailboxpermission", line)
+    assert not pf.keep("add-mailboxpermission", line.replace(b"FULLACCESS", b"ReadPermission"))
+    assert pf.keep("set-mailbox", line)  # an operation without literals has no second stage
+    empty = Prefilter.for_operations(["A"], {"A": []})
+    assert not empty.keep("a", b'{"Operation":"A"}')  # needs one of no literals: nothing passes
 
 
 def test_sigma_backend_output_is_stable_sql():
@@ -151,9 +179,9 @@ def test_prefilter_keeps_every_record_a_rule_matches(tmp_path):
 
 def test_prefilter_second_stage_drops_records_without_the_literals():
     pf = prefilter_for(load_rules())
-    assert pf.keep(b"Set-Mailbox", b'{"Operation":"Set-Mailbox","Parameters":[{"Name":"GrantSendOnBehalfTo"}]}')
-    assert not pf.keep(b"Set-Mailbox", b'{"Operation":"Set-Mailbox","Parameters":[{"Name":"ProhibitSendQuota"}]}')
-    assert pf.keep(b"add-mailboxpermission", b'{"operation":"add-mailboxpermission","x":"FULLACCESS"}')
+    assert pf.keep("set-mailbox", b'{"Operation":"Set-Mailbox","Parameters":[{"Name":"GrantSendOnBehalfTo"}]}')
+    assert not pf.keep("set-mailbox", b'{"Operation":"Set-Mailbox","Parameters":[{"Name":"ProhibitSendQuota"}]}')
+    assert pf.keep("add-mailboxpermission", b'{"operation":"add-mailboxpermission","x":"FULLACCESS"}')
 
 
 def test_demo_and_real_samples_equal_with_and_without_prefilter(tmp_path):

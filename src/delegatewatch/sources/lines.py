@@ -1,8 +1,8 @@
 """Line plumbing shared by the line-based dialects (NDJSON and the CSV exports).
 
 A UAL record never spans lines in these exports (AuditData is compact JSON: its newlines are
-escaped), so a line is a record. Files are read in large blocks; with a prefilter, only lines its
-byte regex finds are handed on, and the rest is only counted. Each block is scanned for newlines
+escaped), so a line is a record. Files are read in large blocks; with a prefilter, only the lines
+it finds are handed on, and the rest is only counted. Each block is scanned for newlines
 once (for line numbers) and never copied.
 """
 
@@ -11,10 +11,18 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import BinaryIO
 
+import stringzilla
+
 from delegatewatch.records import ReadStats
 from delegatewatch.records.prefilter import Prefilter
 
 BLOCK = 8 << 20
+
+
+def _newlines(block: bytes, start: int, end: int) -> int:
+    """Newlines in ``block[start:end]``: stringzilla's SIMD count (~25 GB/s here) instead of
+    ``bytes.count`` (~3.5 GB/s), which was a quarter of the time spent on a big file."""
+    return stringzilla.count(block, "\n", start, end)
 
 
 def _blocks(stream: BinaryIO, limit: int | None = None,
@@ -66,14 +74,14 @@ def iter_lines(stream: BinaryIO, stats: ReadStats, prefilter: Prefilter | None,
         counted_to = begin
         line_no = line_base
         for start, stop in spans:
-            line_no += block.count(b"\n", counted_to, start)
+            line_no += _newlines(block, counted_to, start)
             counted_to = start
             raw = block[start:stop].strip()
             if raw:
                 yield line_no + 1, raw
             elif prefilter is None:
                 stats.records_seen -= 1  # blank line: not a record
-        n_lines = line_no - line_base + block.count(b"\n", counted_to, end)
+        n_lines = line_no - line_base + _newlines(block, counted_to, end)
         if not block.endswith(b"\n", begin, end):
             n_lines += 1
         stats.records_seen += n_lines
@@ -91,13 +99,13 @@ def _all_lines(block: bytes, start: int, size: int) -> Iterator[tuple[int, int]]
 
 def _candidate_lines(block: bytes, begin: int, size: int, prefilter: Prefilter) -> Iterator[tuple[int, int]]:
     last_start = -1
-    for m in prefilter.raw.finditer(block, begin, size):
-        start = max(block.rfind(b"\n", begin, m.start()) + 1, begin)
+    for operation, hit, hit_end in prefilter.hits(block, begin, size):
+        start = max(block.rfind(b"\n", begin, hit) + 1, begin)
         if start == last_start:
             continue  # a second match in the same line
-        end = block.find(b"\n", m.end(), size)
+        end = block.find(b"\n", hit_end, size)
         end = end if end >= 0 else size
-        if prefilter.literals and not prefilter.keep(m.group(1), block, start, end):
+        if prefilter.literals and not prefilter.keep(operation, block, start, end):
             continue  # a later match in this line may still name a wanted operation
         last_start = start
         yield start, end
