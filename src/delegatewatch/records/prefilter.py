@@ -68,7 +68,9 @@ class Prefilter:
         if self._search is None:
             return
         names, key = self._names, _KEY
-        for i, s, e in self._search.find_matches_as_indexes(memoryview(block)[begin:end]):
+        with memoryview(block) as view, view[begin:end] as part:  # released at once: blocks may be mmaps
+            found = self._search.find_matches_as_indexes(part)
+        for i, s, e in found:
             s += begin
             e += begin
             if e < end and block[e] == _QUOTE and key.search(block, max(begin, s - _KEY_WINDOW), s):

@@ -3,11 +3,14 @@
 A UAL record never spans lines in these exports (AuditData is compact JSON: its newlines are
 escaped), so a line is a record. Files are read in large blocks; with a prefilter, only the lines
 it finds are handed on, and the rest is only counted. Each block is scanned for newlines
-once (for line numbers) and never copied.
+once (for line numbers) and never copied (big plain files are memory-mapped).
 """
 
 from __future__ import annotations
 
+import io
+import mmap
+import os
 from collections.abc import Callable, Iterator
 from typing import BinaryIO
 
@@ -19,18 +22,78 @@ from delegatewatch.records.prefilter import Prefilter
 BLOCK = 8 << 20
 
 
-def _newlines(block: bytes, start: int, end: int) -> int:
+def _newlines(block: bytes | mmap.mmap, start: int, end: int) -> int:
     """Newlines in ``block[start:end]``: stringzilla's SIMD count (~25 GB/s here) instead of
     ``bytes.count`` (~3.5 GB/s), which was a quarter of the time spent on a big file."""
-    return stringzilla.count(block, "\n", start, end)
+    if isinstance(block, bytes):
+        return stringzilla.count(block, "\n", start, end)
+    with memoryview(block) as view:  # a memory map: released before the map is closed
+        return stringzilla.Str(view).count("\n", start, end)
+
+
+#: Plain files at least this large are memory-mapped instead of read (no copy into Python bytes).
+MAP_MIN = 1 << 20
 
 
 def _blocks(stream: BinaryIO, limit: int | None = None,
-            on_bytes: Callable[[int], None] | None = None) -> Iterator[tuple[bytes, int, int]]:
+            on_bytes: Callable[[int], None] | None = None) -> Iterator[tuple[bytes | mmap.mmap, int, int]]:
     """(buffer, start, end): ``buffer[start:end]`` holds whole lines (the very last one may lack
-    its newline). Blocks are the buffers read, not copies; only a line that straddles two reads
-    is joined. ``limit``: read at most this many bytes (a range of a file split for parallel work).
+    its newline). ``limit``: read at most this many bytes (a range of a file split for parallel work).
+
+    A plain file is memory-mapped and its blocks are windows of the map (the kernel's page cache,
+    never copied: reading it cost a tenth of the time spent on a big file). Other streams (gzip,
+    transcoded UTF-16, small files) are read; their blocks are the buffers read, and only a line that
+    straddles two reads is joined.
     """
+    mapped = _map(stream, limit)
+    if mapped is not None:
+        with mapped[0] as mm:
+            yield from _windows(mm, mapped[1], mapped[2], on_bytes)
+        return
+    yield from _reads(stream, limit, on_bytes)
+
+
+def _map(stream: BinaryIO, limit: int | None) -> tuple[mmap.mmap, int, int] | None:
+    if not (isinstance(stream, io.BufferedReader) and isinstance(stream.raw, io.FileIO)):
+        return None
+    try:
+        pos = stream.tell()
+        size = os.fstat(stream.fileno()).st_size
+        end = size if limit is None else min(size, pos + limit)
+        if end - pos < MAP_MIN:
+            return None
+        mm = mmap.mmap(stream.fileno(), 0, access=mmap.ACCESS_READ)
+    except (OSError, ValueError):
+        return None  # not mappable (a pipe, a special file): read it
+    mm.madvise(mmap.MADV_SEQUENTIAL)
+    stream.seek(end)  # the stream is where reading it would have left it
+    return mm, pos, end
+
+
+def _windows(mm: mmap.mmap, start: int, end: int,
+             on_bytes: Callable[[int], None] | None) -> Iterator[tuple[mmap.mmap, int, int]]:
+    released = start - start % mmap.PAGESIZE
+    while start < end:
+        stop = min(start + BLOCK, end)
+        if stop < end:
+            cut = mm.rfind(b"\n", start, stop)
+            if cut < 0:  # a line longer than a block
+                cut = mm.find(b"\n", stop, end)
+            stop = end if cut < 0 else cut + 1
+        if on_bytes is not None:
+            on_bytes(stop - start)
+        yield mm, start, stop
+        start = stop
+        # Drop the pages done with from this process's resident set (they stay in the page cache):
+        # memory stays flat however large the file.
+        upto = stop - stop % mmap.PAGESIZE
+        if upto > released:
+            mm.madvise(mmap.MADV_DONTNEED, released, upto - released)
+            released = upto
+
+
+def _reads(stream: BinaryIO, limit: int | None,
+           on_bytes: Callable[[int], None] | None) -> Iterator[tuple[bytes, int, int]]:
     rest = b""
     remaining = limit
     while True:
@@ -82,7 +145,7 @@ def iter_lines(stream: BinaryIO, stats: ReadStats, prefilter: Prefilter | None,
             elif prefilter is None:
                 stats.records_seen -= 1  # blank line: not a record
         n_lines = line_no - line_base + _newlines(block, counted_to, end)
-        if not block.endswith(b"\n", begin, end):
+        if block[end - 1 : end] != b"\n":
             n_lines += 1
         stats.records_seen += n_lines
         line_base += n_lines
