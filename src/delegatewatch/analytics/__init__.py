@@ -33,6 +33,16 @@ def m365_feeds() -> dict[str, str]:
     return out
 
 
+def m365_feed_names() -> set[str]:
+    """The same operations as :func:`m365_feeds`, spelt as the modules spell them (the audit log's
+    spelling, which the prefilter searches for)."""
+    names: set[str] = set()
+    for module in _modules():
+        ops = getattr(module, "M365_OPERATIONS", ())
+        names.update(ops() if callable(ops) else ops)
+    return names
+
+
 def analytic_for(family: str) -> Callable | None:
     try:
         module = importlib.import_module(f"delegatewatch.analytics.{family}")

@@ -25,7 +25,7 @@ from delegatewatch.detections.rules import Rule, load_rules
 from delegatewatch.events.model import Event
 from delegatewatch.events.principals import Directory, Resolver
 from delegatewatch import config
-from delegatewatch.analytics import analytic_for, m365_feeds
+from delegatewatch.analytics import analytic_for, m365_feed_names, m365_feeds
 from delegatewatch.events.registry import mapper_for
 from delegatewatch.findings.allow import apply_allow_list
 from delegatewatch.findings.build import apply_context, build, sort_findings
@@ -86,7 +86,7 @@ def prefilter_for(rules: Sequence[Rule], *, literals: bool = True) -> Prefilter 
     if not rules or any(not r.operations for r in rules):
         return None
     feeds = m365_feeds()  # operations analytics want whole (no literal test for them)
-    operations = set().union(*(r.operations for r in rules)) | set(feeds)
+    operations = set().union(*(r.operations for r in rules)) | m365_feed_names()
     needed: dict[str, set[str] | None] = {}
     if literals:
         for op in {o.lower() for o in operations}:
