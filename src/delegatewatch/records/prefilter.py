@@ -31,6 +31,8 @@ import ahocorasick_rs
 #: What must stand right before an operation name for it to be the ``Operation`` value.
 _KEY = re.compile(rb'"Operation""?\s*:\s*""?\Z')
 _KEY_WINDOW = 40
+_COMPACT = b'"Operation":"'  # the common case, tested without the regex
+_COMPACT_LEN = len(_COMPACT)
 _QUOTE = 0x22
 
 
@@ -73,7 +75,8 @@ class Prefilter:
         for i, s, e in found:
             s += begin
             e += begin
-            if e < end and block[e] == _QUOTE and key.search(block, max(begin, s - _KEY_WINDOW), s):
+            if e < end and block[e] == _QUOTE and (block[s - _COMPACT_LEN : s] == _COMPACT
+                                                   or key.search(block, max(begin, s - _KEY_WINDOW), s)):
                 yield names[i].decode("ascii", "replace").lower(), s, e
 
     def keep(self, operation: str, line: bytes, start: int = 0, end: int | None = None) -> bool:
