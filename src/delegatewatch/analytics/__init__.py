@@ -7,7 +7,10 @@ every record of that family read by a hunt (not only rule matches), after all in
 Unified-audit-log records (family ``m365``) are prefiltered by operation, so a module that also
 wants some of them lists their operations in ``M365_OPERATIONS`` (e.g. ``{"Send", "SendAs"}``, or
 a function returning them, so configuration can switch them on); the prefilter then keeps them and
-they reach the module's ``analyze`` with its own family's records.
+they reach the module's ``analyze`` with its own family's records. A module that needs records of
+other families too (the permission ledger: Windows 5136, Google, snapshots) lists them in
+``FAMILIES``: family → a test of the record's dict (or None for every record of the family), so a
+large Security log is not kept whole for the few events it wants.
 """
 
 from __future__ import annotations
@@ -39,3 +42,20 @@ def analytic_for(family: str) -> Callable | None:
     except ModuleNotFoundError:
         return None
     return getattr(module, "analyze", None)
+
+
+@cache
+def _family_feeds(family: str) -> tuple[tuple[str, Callable | None], ...]:
+    out: list[tuple[str, Callable | None]] = []
+    for module in _modules():
+        name = module.__name__.rsplit(".", 1)[-1]
+        if name == family and getattr(module, "analyze", None) is not None:
+            out.append((name, None))
+        elif family in getattr(module, "FAMILIES", {}):
+            out.append((name, module.FAMILIES[family]))
+    return tuple(out)
+
+
+def feeds_for(family: str, data: dict) -> list[str]:
+    """The analytics modules (by name) that want this record of a non-``m365`` family whole."""
+    return [name for name, keep in _family_feeds(family) if keep is None or keep(data)]
