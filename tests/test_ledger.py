@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from conftest import ual
-from test_google_source import activity, page
-from test_windows import ds_change, xml_event
+from tests.conftest import ual
+from tests.test_google_source import activity, page
+from tests.test_windows import ds_change, xml_event
 
 from delegatewatch import config
 from delegatewatch.analytics.ledger import queries as Q

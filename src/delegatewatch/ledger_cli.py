@@ -50,7 +50,8 @@ def read_input(paths: Sequence[str], stats, exclude: Sequence[str] = ()) -> list
     from delegatewatch.records.prefilter import Prefilter
     from delegatewatch.sources import iter_files, read_file
 
-    prefilter = Prefilter.for_operations(M365_OPERATIONS())
+    operations = M365_OPERATIONS()
+    prefilter = Prefilter.for_operations(operations, operations)
     skip = {os.path.realpath(p) for p in exclude}
     seen: set[str] = set()
     out = []

@@ -7,7 +7,9 @@ every record of that family read by a hunt (not only rule matches), after all in
 Unified-audit-log records (family ``m365``) are prefiltered by operation, so a module that also
 wants some of them lists their operations in ``M365_OPERATIONS`` (e.g. ``{"Send", "SendAs"}``, or
 a function returning them, so configuration can switch them on); the prefilter then keeps them and
-they reach the module's ``analyze`` with its own family's records. A module that needs records of
+they reach the module's ``analyze`` with its own family's records (a mapping operation → literals,
+one of which the raw record must contain, or None, keeps only those: ``{"Set-Mailbox":
+["GrantSendOnBehalfTo"]}``). A module that needs records of
 other families too (the permission ledger: Windows 5136, Google, snapshots) lists them in
 ``FAMILIES``: family → a test of the record's dict (or None for every record of the family), so a
 large Security log is not kept whole for the few events it wants.
@@ -17,7 +19,7 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from functools import cache
 
 
@@ -33,6 +35,19 @@ def m365_feeds() -> dict[str, str]:
         ops = getattr(module, "M365_OPERATIONS", ())
         for op in (ops() if callable(ops) else ops):
             out[op.lower()] = module.__name__.rsplit(".", 1)[-1]
+    return out
+
+
+def m365_literals() -> dict[str, frozenset[str] | None]:
+    """Operation (lower-case) → literals one of which its records must contain for the analytic that
+    wants them (``M365_OPERATIONS`` given as a mapping), or None: every record of the operation."""
+    out: dict[str, frozenset[str] | None] = {}
+    for module in _modules():
+        ops = getattr(module, "M365_OPERATIONS", ())
+        ops = ops() if callable(ops) else ops
+        for op in ops:
+            literals = ops[op] if isinstance(ops, Mapping) else None
+            out[op.lower()] = None if literals is None else frozenset(x.lower() for x in literals)
     return out
 
 

@@ -25,7 +25,7 @@ from delegatewatch.detections.rules import Rule, load_rules
 from delegatewatch.events.model import Event
 from delegatewatch.events.principals import Directory, Resolver
 from delegatewatch import config
-from delegatewatch.analytics import analytic_for, feeds_for, m365_feeds
+from delegatewatch.analytics import analytic_for, feeds_for, m365_feeds, m365_literals
 from delegatewatch.events.registry import mapper_for
 from delegatewatch.findings.allow import apply_allow_list
 from delegatewatch.findings.build import apply_context, build, sort_findings
@@ -85,13 +85,16 @@ def prefilter_for(rules: Sequence[Rule], *, literals: bool = True) -> Prefilter 
     rules = [r for r in rules if r.family == "m365"]
     if not rules or any(not r.operations for r in rules):
         return None
-    feeds = m365_feeds()  # operations analytics want whole (no literal test for them)
+    feeds = m365_feeds()  # operations analytics want (whole, or with their own literals)
+    feed_literals = m365_literals()
     operations = set().union(*(r.operations for r in rules)) | set(feeds)
     needed: dict[str, set[str] | None] = {}
     if literals:
         for op in {o.lower() for o in operations}:
             reqs = [r.required for r in rules if op in {o.lower() for o in r.operations}]
-            needed[op] = None if op in feeds or any(q is None for q in reqs) else set().union(*reqs)  # type: ignore[arg-type]
+            if op in feeds:
+                reqs.append(feed_literals.get(op))  # None: the analytic wants every record of it
+            needed[op] = None if any(q is None for q in reqs) else set().union(*reqs)  # type: ignore[arg-type]
     return Prefilter.for_operations(operations, needed)
 
 
