@@ -364,6 +364,24 @@ def test_hunt_without_snapshots_adds_no_ledger_findings(tmp_path):
     assert found and not [f for f in found if f.rule.startswith("ledger_")]  # the grants are the rules' findings
 
 
+def test_display_names_in_a_snapshot_are_matched_only_through_the_directory(tmp_path):
+    log = write(tmp_path / "ual.json", [
+        rec("Add-MailboxFolderPermission", "2024-05-01T10:00:00", 1, Identity="ceo@contoso.com:\\Inbox",
+            User="eve@contoso.com", AccessRights="Reviewer")])
+    snap = tmp_path / "folder-permissions-2024-05-08.csv"
+    snap.write_text("Identity,FolderName,User,AccessRights\n"
+                    "ceo@contoso.com:\\Inbox,Inbox,Default,None\n"
+                    "ceo@contoso.com:\\Inbox,Inbox,Eve Adams,Reviewer\n", encoding="utf-8")
+    run = run_ledger([str(log), str(snap)])
+    got = {(f.rule, f.severity) for f in run.findings}
+    assert got == {(UNEXPLAINED, "low"), (REVOKED_OR_FAILED, "informational")}
+    assert all("--directory" in " ".join(f.reasons) for f in run.findings)
+    users = tmp_path / "users.csv"
+    users.write_text("id,userPrincipalName,displayName\n"
+                     f"{EVE_GUID},eve@contoso.com,Eve Adams\n", encoding="utf-8")
+    assert run_ledger([str(log), str(snap)], directory=Directory.load(str(users))).findings == []
+
+
 # -- the command ---------------------------------------------------------------------------------
 def test_cli_answers_and_neutralises_csv(tmp_path):
     log = write(tmp_path / "ual.json", [

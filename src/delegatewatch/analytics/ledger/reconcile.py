@@ -33,6 +33,7 @@ from delegatewatch.analytics.ledger.replay import folder_key
 from delegatewatch.analytics.snapshot import Entry, Judge, Snapshot
 from delegatewatch.events import rights as R
 from delegatewatch.events.model import Scope
+from delegatewatch.events.principals import DN, EMAIL, GUID, SID, Kind
 from delegatewatch.records import Record
 from delegatewatch.records.times import iso_utc
 from delegatewatch.sources.formats import snapshots as S
@@ -95,9 +96,21 @@ class _Reconciler:
         self.out = Reconciliation()
         self.reported_extra: dict[Key, frozenset[str]] = {}
         self.reported_intervals: set[int] = set()
+        self.logged = {k.grantee for k in ledger.changes}
+        #: entries whose snapshot grantee is a name the log's names could not be matched to
+        self.unmatched: dict[Key, str] = {}
+
+    def opaque(self, raw: str, key: str) -> bool:
+        """A display name, alias or ``DOMAIN\\sam`` that the resolver could not turn into an address
+        and that no log record names: the same person may be in the log under their UPN."""
+        if key in self.logged or EMAIL.match(raw) or GUID.match(raw) or SID.match(raw) or DN.match(raw):
+            return False
+        p = self.ledger.resolver.resolve(raw)
+        return p is not None and p.upn is None and p.kind in (Kind.USER, Kind.UNKNOWN)
 
     def entries(self, snap: Snapshot) -> dict[Key, tuple[frozenset[str], Entry]]:
         out: dict[Key, tuple[frozenset[str], Entry]] = {}
+        self.unmatched = {}
         for e in snap.entries.values():
             if self.judge.assess(e) is None:
                 continue
@@ -106,6 +119,8 @@ class _Reconciler:
                 continue
             folder = folder_key(e.folder) if snap.kind == S.FOLDER else ""
             key = Key(self.ledger.key_of(e.mailbox), self.ledger.key_of(e.grantee), KIND_SCOPE[snap.kind], folder)
+            if self.opaque(e.grantee, key.grantee):
+                self.unmatched[key] = e.grantee
             have = out.get(key)
             out[key] = ((have[0] | rights) if have else rights, have[1] if have else e)
         return out
@@ -176,6 +191,10 @@ class _Reconciler:
             reasons = [f"no grant in the log, which starts at {iso_utc(start)}: granted before the log began (older "
                        "than its retention), or granted without an audit record; a snapshot taken before "
                        f"{iso_utc(start)} would tell which"]
+        if key in self.unmatched:
+            severity = "low"
+            reasons.insert(0, f"the snapshot names the grantee {self.unmatched[key]!r}, a name no log record uses: "
+                              "the log may name the same account by its address (give --directory to match them)")
         if a and a.rule:
             reasons.append(f"risky as {a.rule}")
         self.out.discrepancies.append(Discrepancy(
@@ -208,6 +227,12 @@ class _Reconciler:
                        "operation failed after it was logged, or the snapshot misses the entry"]
             if severity == "informational":
                 reasons.append(f"the log ends at {iso_utc(end)}, before the snapshot: it may have been revoked since")
+            names = sorted(raw for key, raw in self.unmatched.items()
+                           if (key.mailbox, key.scope, key.folder) == (k.mailbox, k.scope, k.folder))
+            if names:
+                severity = "informational"
+                reasons.append(f"the snapshot names {', '.join(repr(n) for n in names)} on this entry, names the log "
+                               "does not use: one may be this grantee (give --directory to match them)")
             what = f"{self.ledger.label(k.grantee)} was granted {_rights(kind, missing)} on {_where(self.ledger, k)}"
             self.out.discrepancies.append(Discrepancy(
                 REVOKED_OR_FAILED, severity, kind, k, missing, snap,
