@@ -268,10 +268,14 @@ def test_malformed_and_partial_records_are_counted_not_fatal(tmp_path):
     assert all(line in (3, 4) for _, line, _ in run.ledger.issues)
 
 
-def test_bad_at_is_a_clear_error(tmp_path):
+def test_bad_times_are_a_clear_error(tmp_path):
     p = write(tmp_path / "ual.json", [rec("Add-MailboxPermission", "2024-05-01T10:00:00", 1)])
     res = CliRunner().invoke(main, ["ledger", str(p), "--at", "last tuesday"])
     assert res.exit_code == 2 and "not a date or time: 'last tuesday'" in res.output
+    res = CliRunner().invoke(main, ["ledger", str(p), "--log-from", "2024-13-01"])
+    assert res.exit_code == 2 and "2024-13-01" in res.output
+    res = CliRunner().invoke(main, ["ledger", str(p), "--log-from", "2024-04-01", "--log-until", "2024-05-31"])
+    assert res.exit_code == 0 and "exchange log period: 2024-04-01T00:00:00Z – 2024-06-01T00:00:00Z" in res.stderr
 
 
 # -- reconciliation with snapshots ---------------------------------------------------------------
@@ -345,6 +349,25 @@ def test_snapshot_before_the_log_explains_and_hunt_reports_the_same(tmp_path):
     found = hunt([str(tmp_path)], jobs=1).findings
     ledger_findings = sorted((f.rule, f.grantee) for f in found if f.rule.startswith("ledger_"))
     assert ledger_findings == sorted((f.rule, f.grantee) for f in run.findings) and len(ledger_findings) == 3
+
+
+def test_a_stated_log_period_changes_what_the_data_suggests(tmp_path):
+    log = write(tmp_path / "ual.json", [
+        rec("Add-MailboxPermission", "2024-05-06T10:00:00", 1, Identity="ceo@contoso.com", User="eve@contoso.com", **FA),
+        rec("Remove-MailboxPermission", "2024-05-09T10:00:00", 2, Identity="ceo@contoso.com", User="eve@contoso.com",
+            AccessRights="FullAccess")])
+    snap = mailbox_snapshot(tmp_path / "mailbox-permissions-2024-05-08.csv", [
+        ["ceo@contoso.com", "mallory@contoso.com", "FullAccess", "False", "False"]])
+    earlier = mailbox_snapshot(tmp_path / "mailbox-permissions-2024-05-02.csv", [])
+    paths = [str(log), str(snap), str(earlier)]
+    default = run_ledger(paths)  # the log seems to start on 6 May: the 2 May snapshot is older than it
+    assert [(f.grantee, f.severity) for f in default.findings if f.rule == UNEXPLAINED] == [
+        ("mallory@contoso.com", "medium")]
+    stated = run_ledger(paths, log_from=datetime(2024, 5, 1, tzinfo=UTC))  # it covers 1 May on: whole life
+    assert [(f.grantee, f.severity) for f in stated.findings if f.rule == UNEXPLAINED] == [
+        ("mallory@contoso.com", "high")]
+    # eve's grant (6 May, removed 9 May) is not in the 8 May snapshot either way
+    assert {f.grantee for f in stated.findings if f.rule == REVOKED_OR_FAILED} == {"eve@contoso.com"}
 
 
 def test_slack_keeps_changes_near_the_snapshot_unjudged(tmp_path):

@@ -18,6 +18,7 @@ import os
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 
 import click
 import orjson
@@ -74,7 +75,10 @@ def read_input(paths: Sequence[str], stats, exclude: Sequence[str] = ()) -> list
     return out
 
 
-def run_ledger(paths: Sequence[str], *, directory=None, exclude: Sequence[str] = ()) -> LedgerRun:  # noqa: ANN001
+def run_ledger(paths: Sequence[str], *, directory=None, exclude: Sequence[str] = (),  # noqa: ANN001
+               log_from: datetime | None = None, log_until: datetime | None = None) -> LedgerRun:
+    """Read, replay, reconcile. ``log_from`` / ``log_until``: the period the logs cover, when the
+    responder knows it (the default is the first and last permission record read)."""
     from delegatewatch.analytics.ledger import to_finding
     from delegatewatch.analytics.ledger.reconcile import reconcile
     from delegatewatch.analytics.ledger.replay import replay
@@ -87,6 +91,8 @@ def run_ledger(paths: Sequence[str], *, directory=None, exclude: Sequence[str] =
     records = read_input(paths, stats, exclude)
     resolver = Resolver(directory)
     ledger = replay(records, resolver)
+    for platform, (first, last) in ledger.periods.items():
+        ledger.periods[platform] = (min(first, log_from) if log_from else first, max(last, log_until) if log_until else last)
     run = LedgerRun(ledger, stats, len(records))
     rows = [r for r in records if r.family == "snapshot"]
     if rows:
@@ -199,6 +205,9 @@ def summary(run: LedgerRun, console: Console) -> None:
 @click.option("--mailbox", help="The mailbox asked about (UPN, GUID, SID, DN, alias, display name).")
 @click.option("--grantee", help="The principal asked about (Default and Anonymous too).")
 @click.option("--at", "at", metavar="DATE|TIME", help="A day (2024-05-03, the whole UTC day) or an instant.")
+@click.option("--log-from", metavar="TIME", help="The logs cover changes from this time (default: the first "
+              "permission record read); the snapshot reconciliation judges what the log should have seen by it.")
+@click.option("--log-until", metavar="TIME", help="The logs cover changes until this time (default: the last one read).")
 @click.option("--can", type=click.Choice(("read", "send", "any")),
               help="Only permissions that let the holder read items / send mail / anything "
                    "(default: read for --mailbox --at, any otherwise).")
@@ -210,8 +219,8 @@ def summary(run: LedgerRun, console: Console) -> None:
 @click.option("--no-color", is_flag=True, help="No colours (NO_COLOR is honoured too).")
 def ledger_command(paths: tuple[str, ...], directory: str | None, snapshot_files: tuple[str, ...],
                    snapshot_times: tuple[str, ...], mailbox: str | None, grantee: str | None, at: str | None,
-                   can: str | None, fmt: str, output: str | None, config_file: str | None, quiet: bool,
-                   no_color: bool) -> None:
+                   log_from: str | None, log_until: str | None, can: str | None, fmt: str, output: str | None,
+                   config_file: str | None, quiet: bool, no_color: bool) -> None:
     """Effective mailbox permissions over time: who could read a mailbox on a date, which mailboxes
     someone could reach, a mailbox's permission history; reconciled with permission snapshots."""
     from delegatewatch import config
@@ -226,11 +235,14 @@ def ledger_command(paths: tuple[str, ...], directory: str | None, snapshot_files
         users = Directory.load(directory) if directory else None
         snapshots.set_time_hints(parse_time_hints(snapshot_times))
         Q.window(at)  # a bad --at stops here, before reading anything
+        period = {name: Q.window(value) for name, value in (("--log-from", log_from), ("--log-until", log_until))}
     except (ValueError, OSError) as exc:
         err.print(f"[red]error:[/red] {escape(str(exc))}")
         sys.exit(2)
     try:
-        run = run_ledger([*paths, *snapshot_files], directory=users, exclude=[directory] if directory else [])
+        run = run_ledger([*paths, *snapshot_files], directory=users, exclude=[directory] if directory else [],
+                         log_from=period["--log-from"].start if period["--log-from"] else None,
+                         log_until=period["--log-until"].end if period["--log-until"] else None)
     finally:
         snapshots.set_time_hints({})
     title, found = answer(run.ledger, mailbox, grantee, at, can)
