@@ -49,29 +49,25 @@ def read_input(paths: Sequence[str], stats, exclude: Sequence[str] = ()) -> list
     keeps; duplicates (same ``Id``, or file and line for snapshots) once."""
     from delegatewatch.analytics.ledger import FAMILIES, M365_OPERATIONS
     from delegatewatch.records.prefilter import Prefilter
-    from delegatewatch.sources import iter_files, read_file
+    from delegatewatch.sources import iter_files, read_paths
 
     operations = M365_OPERATIONS()
     prefilter = Prefilter.for_operations(operations, operations)
     skip = {os.path.realpath(p) for p in exclude}
+    files = [p for p in dict.fromkeys(iter_files(paths)) if os.path.realpath(p) not in skip]
     seen: set[str] = set()
     out = []
-    for path in dict.fromkeys(iter_files(paths)):
-        if os.path.realpath(path) in skip:
+    for record in read_paths(files, stats, prefilter):
+        keep = prefilter.wants if record.family == "m365" else FAMILIES.get(record.family)
+        if keep is None or not keep(record.data):
             continue
-        if not os.path.exists(path):
-            stats.skip_file(path, "no such file or folder")
-            continue
-        for record in read_file(path, stats, prefilter):
-            rid = record.data.get("_dedup") or record.data.get("Id")
-            if isinstance(rid, str) and rid:
-                if rid in seen:
-                    stats.duplicates += 1
-                    continue
-                seen.add(rid)
-            keep = prefilter.wants if record.family == "m365" else FAMILIES.get(record.family)
-            if keep is not None and keep(record.data):
-                out.append(record)
+        rid = record.data.get("_dedup") or record.data.get("Id")  # the hunt's de-duplication key
+        if isinstance(rid, str) and rid:
+            if rid in seen:
+                stats.duplicates += 1
+                continue
+            seen.add(rid)
+        out.append(record)
     return out
 
 
