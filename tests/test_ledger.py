@@ -183,16 +183,19 @@ def test_default_and_anonymous_reach_everyone(tmp_path):
         rec("Set-MailboxFolderPermission", "2024-05-01T10:00:00", 1, Identity="ceo@contoso.com:\\Inbox",
             User="Default", AccessRights="Reviewer"),
         rec("Add-MailboxFolderPermission", "2024-05-01T11:00:00", 2, Identity="cfo@contoso.com:\\Calendar",
-            User="Anonymous", AccessRights="LimitedDetails"),
+            User="Anonymous", AccessRights="Author"),
         rec("Add-MailboxFolderPermission", "2024-05-01T12:00:00", 3, Identity="hr@contoso.com:\\Inbox",
             User="eve@contoso.com", AccessRights="Reviewer"),
+        rec("Set-MailboxFolderPermission", "2024-05-01T13:00:00", 4, Identity="hr@contoso.com:\\Calendar",
+            User="Default", AccessRights="LimitedDetails"),
     ])
     L = ledger_of(p)
     reach = Q.reachable(L, "bob@contoso.com", Q.window("2024-05-02"))
     assert {(Q.row(L, a)["mailbox"], a.via) for a in reach} == {("ceo@contoso.com", "Default"),
-                                                                 ("cfo@contoso.com", "Anonymous")}
+                                                                 ("cfo@contoso.com", "Anonymous")}  # not free/busy
     assert {Q.row(L, a)["mailbox"] for a in Q.reachable(L, "eve@contoso.com", Q.window("2024-05-02"), "read")} == {
-        "ceo@contoso.com", "hr@contoso.com"}  # free/busy for Anonymous reads no items
+        "ceo@contoso.com", "cfo@contoso.com", "hr@contoso.com"}
+    assert Q.reachable(L, "mallory@gmail.com", Q.window("2024-05-02")) == [reach[1]]  # external: Anonymous only
     assert grantees(Q.who_can(L, "ceo@contoso.com", Q.window("2024-05-02"))) == {"default"}
 
 
@@ -444,7 +447,7 @@ def test_real_samples(corpus):
     # ApplicationImpersonation through New-RoleGroup: every mailbox
     imp = [a for a in Q.reachable(L, "0a1b7ab4-e3c2-4e75-93ad-6ea6d16cffbf", Q.window("2023-06-04"))
            if a.interval.key.scope == "impersonation"]
-    assert imp and imp[0].interval.key.mailbox == "*"
+    assert imp and imp[0].interval.key.mailbox == "*" and Q.row(L, imp[0])["target"] == "BadAppImpersonate"
     # ModifyFolderPermissions (Elastic): group placeholders on new group mailboxes' calendars
     cal = Q.who_can(L, "SIEMTest@testsiem.onmicrosoft.com", Q.window("2020-02-18"))
     assert grantees(cal) == {"member@local", "owner@local"} and {a.interval.key.folder for a in cal} == {"\\calendar"}

@@ -30,7 +30,7 @@ from delegatewatch.cli import _console, _output
 
 FORMATS = ("table", "jsonl", "csv")
 COLUMNS = ("mailbox", "grantee", "scope", "folder", "rights_text", "can", "via", "from", "until", "granted_by",
-           "granted_with", "ended_by", "ended_with", "evidence")
+           "granted_with", "target", "ended_by", "ended_with", "evidence")
 
 
 @dataclass

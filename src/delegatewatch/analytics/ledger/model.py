@@ -42,6 +42,7 @@ class Change:
     operation: str
     actor: str | None
     evidence: Evidence
+    target: str | None = None  # what else the change names: a management scope, an app, AutoMapping
 
 
 @dataclass(slots=True)

@@ -70,7 +70,7 @@ def who_can(ledger: Ledger, mailbox: str, when: Window | None = None, capability
 
 def reachable(ledger: Ledger, grantee: str, when: Window | None = None, capability: str = "any") -> list[Access]:
     """The mailboxes ``grantee`` could reach: its own entries, and what Default (every user of the
-    organisation) and Anonymous (anyone) held."""
+    organisation) and Anonymous (anyone) held beyond calendar free/busy."""
     key = ledger.key_of(grantee)
     p = ledger.resolver.resolve(grantee)
     holders = {key: ""}
@@ -81,8 +81,11 @@ def reachable(ledger: Ledger, grantee: str, when: Window | None = None, capabili
     out = []
     for iv in ledger.intervals:
         via = holders.get(iv.key.grantee)
-        if via is not None and _active(iv, when) and capable(iv.key.scope, iv.rights, capability):
-            out.append(Access(iv, via))
+        if via is None or not _active(iv, when) or not capable(iv.key.scope, iv.rights, capability):
+            continue
+        if via and R.free_busy_only(iv.rights):
+            continue  # everyone seeing calendar free/busy is normal, not a mailbox Y can reach
+        out.append(Access(iv, via))
     return sorted(out, key=lambda a: (a.interval.key.mailbox, a.interval.key.scope, a.interval.key.folder,
                                       a.interval.start))
 
@@ -115,7 +118,7 @@ def row(ledger: Ledger, access: Access) -> dict[str, Any]:
         "mailbox": ledger.label(k.mailbox), "grantee": ledger.label(k.grantee), "scope": k.scope,
         "folder": k.folder or None, "rights": sorted(iv.rights), "rights_text": rights_text(k.scope, iv.rights),
         "can": can, "via": access.via or None, "from": iso_utc(iv.start), "until": iso_utc(iv.end),
-        "granted_by": iv.opened.actor, "granted_with": iv.opened.operation,
+        "granted_by": iv.opened.actor, "granted_with": iv.opened.operation, "target": iv.opened.target,
         "ended_by": ended.actor if ended else None, "ended_with": ended.operation if ended else None,
         "evidence": [{"source": c.evidence.source, "record_id": c.evidence.record_id, "time": c.evidence.time,
                       "line": c.evidence.line} for c in (iv.opened, *iv.confirmed, *([ended] if ended else []))],

@@ -76,7 +76,7 @@ class _Replay:
         r = ev.record
         actor = ev.actor.name if ev.actor else None
         return Change(ev.time, action, ev.rights, after, ev.operation, actor,  # type: ignore[arg-type]
-                      Evidence(r.source, r.record_id, iso_utc(ev.time), r.line))
+                      Evidence(r.source, r.record_id, iso_utc(ev.time), r.line), ev.target)
 
     def apply(self, ev: PermissionChange, key: Key, new: frozenset[str], action: str) -> None:
         cur = self.open.get(key)
