@@ -13,9 +13,6 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from tests.conftest import ual
-from tests.test_google_source import activity, page
-from tests.test_windows import ds_change, xml_event
 
 from delegatewatch import config
 from delegatewatch.analytics.ledger import queries as Q
@@ -24,6 +21,9 @@ from delegatewatch.cli import main
 from delegatewatch.engine.hunt import hunt
 from delegatewatch.events.principals import Directory
 from delegatewatch.ledger_cli import run_ledger
+from tests.conftest import ual
+from tests.test_google_source import activity, page
+from tests.test_windows import ds_change, xml_event
 
 EVE_GUID = "51eb55af-6419-4551-a56f-64f63a068fca"
 CEO_GUID = "288fc35b-236b-4b73-868a-11f9d367bb13"

@@ -203,7 +203,7 @@ class _Reconciler:
             reasons, list(entry.rows), log[-5:]))
 
     def revoked(self, kind, snap, entries, covered, period) -> None:  # noqa: ANN001
-        start, end = period
+        end = period[1]
         scope = KIND_SCOPE[kind]
         for iv in self.ledger.intervals:
             k = iv.key

@@ -61,7 +61,7 @@ def _replaces_list(event: PermissionChange) -> bool:
     if event.operation.lower() != "set-mailbox":
         return False
     value = parameters(event.record.data).get("grantsendonbehalfto")
-    added, removed = split_identities(value)
+    _, removed = split_identities(value)
     return not removed and "add" not in (value or "").lower()
 
 
