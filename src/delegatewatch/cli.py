@@ -58,6 +58,7 @@ class LazyGroup(click.Group):
 @click.group(cls=LazyGroup, lazy={
     "watch": "delegatewatch.watch.cli:watch_command",
     "audit": "delegatewatch.audit_cli:audit_command",
+    "ledger": "delegatewatch.ledger_cli:ledger_command",
     "doctor": "delegatewatch.collectors.doctor_cli:doctor_command",
 })
 @click.version_option(__version__, prog_name="delegatewatch")

@@ -23,6 +23,8 @@ class ConfigError(ValueError):
 @dataclass(frozen=True)
 class GoogleConfig:
     delegate_added_events: tuple[str, ...] = ()
+    #: event names meaning "a Gmail delegate was removed" (the permission ledger replays them)
+    delegate_removed_events: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -125,12 +127,27 @@ class AllowConfig:
 
 
 @dataclass(frozen=True)
+class LedgerConfig:
+    """``[ledger]``: the permission ledger and its reconciliation with snapshots (analytics/ledger)."""
+
+    #: replay permission changes in hunts (and reconcile them with snapshots among the input)
+    enabled: bool = True
+    #: changes this close to a snapshot's time are not judged against it (an export takes minutes)
+    snapshot_slack_minutes: int = 15
+    #: Entra ID operations whose records pair a user's object id with the UPN, so a grant naming a
+    #: GUID and a revocation naming the UPN meet without a directory file ("Update user." is frequent:
+    #: add it when you have no --directory and memory to spare)
+    directory_operations: tuple[str, ...] = ("Add user.", "Reset user password.", "Delete user.")
+
+
+@dataclass(frozen=True)
 class Config:
     allow: AllowConfig = field(default_factory=AllowConfig)
     google: GoogleConfig = field(default_factory=GoogleConfig)
     mailflow: MailflowConfig = field(default_factory=MailflowConfig)
     send_volume: SendVolumeConfig = field(default_factory=SendVolumeConfig)
     lures: LuresConfig = field(default_factory=LuresConfig)
+    ledger: LedgerConfig = field(default_factory=LedgerConfig)
 
 
 def _section(cls: type, data: dict[str, Any], name: str) -> Any:

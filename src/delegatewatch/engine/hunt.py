@@ -25,7 +25,7 @@ from delegatewatch.detections.rules import Rule, load_rules
 from delegatewatch.events.model import Event
 from delegatewatch.events.principals import Directory, Resolver
 from delegatewatch import config
-from delegatewatch.analytics import analytic_for, m365_feed_names, m365_feeds
+from delegatewatch.analytics import analytic_for, feeds_for, m365_feed_names, m365_feeds, m365_literals
 from delegatewatch.events.registry import mapper_for
 from delegatewatch.findings.allow import apply_allow_list
 from delegatewatch.findings.build import apply_context, build, sort_findings
@@ -85,13 +85,16 @@ def prefilter_for(rules: Sequence[Rule], *, literals: bool = True) -> Prefilter 
     rules = [r for r in rules if r.family == "m365"]
     if not rules or any(not r.operations for r in rules):
         return None
-    feeds = m365_feeds()  # operations analytics want whole (no literal test for them)
+    feeds = m365_feeds()  # operations analytics want (whole, or with their own literals)
+    feed_literals = m365_literals()
     operations = set().union(*(r.operations for r in rules)) | m365_feed_names()
     needed: dict[str, set[str] | None] = {}
     if literals:
         for op in {o.lower() for o in operations}:
             reqs = [r.required for r in rules if op in {o.lower() for o in r.operations}]
-            needed[op] = None if op in feeds or any(q is None for q in reqs) else set().union(*reqs)  # type: ignore[arg-type]
+            if op in feeds:
+                reqs.append(feed_literals.get(op))  # None: the analytic wants every record of it
+            needed[op] = None if any(q is None for q in reqs) else set().union(*reqs)  # type: ignore[arg-type]
     return Prefilter.for_operations(operations, needed)
 
 
@@ -124,7 +127,6 @@ def _scan(unit: Unit) -> UnitResult:
     batch: list[Record] = []
     matches: list[tuple[int, Record]] = []
     collected: list[tuple[str, Record]] = []
-    analysed: dict[str, bool] = {}
     feeds = m365_feeds()
     candidates = 0
 
@@ -143,10 +145,8 @@ def _scan(unit: Unit) -> UnitResult:
                 continue
             seen.add(rid)
         if record.family != "m365":
-            if record.family not in analysed:
-                analysed[record.family] = analytic_for(record.family) is not None
-            if analysed[record.family]:
-                collected.append((record.family, record))
+            for feed in feeds_for(record.family, record.data):  # the family's analytic, the ledger …
+                collected.append((feed, record))
         elif feeds:
             op = record.data.get("Operation")
             feed = feeds.get(op.lower()) if isinstance(op, str) else None
@@ -264,6 +264,7 @@ def hunt(paths: Sequence[str], *, directory: Directory | None = None, rules: Seq
         for family, record in result.collected:
             if record.line is not None and offset and id(record) not in renumbered:
                 record.line += offset
+                renumbered.add(id(record))  # a record may feed several analytics
             collected.setdefault(family, []).append(record)
         before = len(seen)
         seen.update(result.ids)

@@ -9,7 +9,8 @@
 * an event named in ``[google] delegate_added_events`` (configuration; Google documents no such
   event): a Gmail delegate grant. The delegate and the mailbox are read from parameters whose names
   are not documented either: the first parameter whose name contains ``delegate`` is the delegate,
-  ``USER_EMAIL`` / ``OWNER_EMAIL`` / ``user_email`` / ``mailbox`` the mailbox (else the actor);
+  ``USER_EMAIL`` / ``OWNER_EMAIL`` / ``user_email`` / ``mailbox`` the mailbox (else the actor); an
+  event named in ``[google] delegate_removed_events`` is the revocation, read the same way;
 * admin ``*_SETTING`` events: a SettingChange of ``SETTING_NAME`` to ``NEW_VALUE`` on the org unit,
   group or domain; ``user_accounts`` ``email_forwarding_*``: a SettingChange of the actor's
   forwarding address;
@@ -65,6 +66,11 @@ def delegate_added_events() -> frozenset[str]:
     return frozenset(n.strip().upper() for n in config.current().google.delegate_added_events if n.strip())
 
 
+def delegate_removed_events() -> frozenset[str]:
+    """Event names configured as "a Gmail delegate was removed" (upper-cased)."""
+    return frozenset(n.strip().upper() for n in config.current().google.delegate_removed_events if n.strip())
+
+
 def _param(params: dict[str, Any], *names: str) -> str | None:
     for n in names:
         v = params.get(n)
@@ -113,7 +119,9 @@ class Mapper:
         base: dict[str, Any] = {"time": when, "operation": name, "actor": self._actor(data), "record": record,
                                 "client_ip": data.get("ipAddress") or None}
         if upper in delegate_added_events():
-            return self._delegate(params, base)
+            return self._delegate(params, base, Action.GRANT)
+        if upper in delegate_removed_events():
+            return self._delegate(params, base, Action.REVOKE)
         if upper in _DWD_GRANT:
             client = _param(params, "API_CLIENT_NAME", "CLIENT_ID", "OAUTH2_SERVICE_NAME")
             scopes = split_scopes(params.get("API_SCOPES") or params.get("SCOPES"))
@@ -155,7 +163,7 @@ class Mapper:
         domain = _param(params, "DOMAIN_NAME") or data.get("ownerDomain") or "the organisation"
         return Principal(str(domain), Kind.GROUP)
 
-    def _delegate(self, params: dict[str, Any], base: dict[str, Any]) -> list[Event]:
+    def _delegate(self, params: dict[str, Any], base: dict[str, Any], action: Action) -> list[Event]:
         delegate = None
         for key, value in params.items():
             if "delegate" in key.lower() and isinstance(value, str) and value.strip():
@@ -163,7 +171,7 @@ class Mapper:
                 break
         owner = _param(params, *_MAILBOX_PARAMS)
         mailbox = self.resolver.resolve(owner) if owner else base["actor"]
-        return [PermissionChange(**base, action=Action.GRANT, scope=Scope.DELEGATE, mailbox=mailbox,
+        return [PermissionChange(**base, action=action, scope=Scope.DELEGATE, mailbox=mailbox,
                                  grantee=self.resolver.resolve(delegate), rights=frozenset({"Delegate"}))]
 
     def _delivery(self, params: dict[str, Any], base: dict[str, Any]) -> list[Event]:
