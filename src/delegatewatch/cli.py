@@ -59,6 +59,8 @@ class LazyGroup(click.Group):
     "watch": "delegatewatch.watch.cli:watch_command",
     "audit": "delegatewatch.audit_cli:audit_command",
     "doctor": "delegatewatch.collectors.doctor_cli:doctor_command",
+    "simulate": "delegatewatch.simulate.cli:simulate_command",
+    "evaluate": "delegatewatch.evaluate_cli:evaluate_command",
 })
 @click.version_option(__version__, prog_name="delegatewatch")
 def main() -> None:
