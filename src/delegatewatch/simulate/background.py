@@ -35,6 +35,7 @@ from delegatewatch.simulate.tenant import (
     GOOGLE_DOMAIN,
     NETBIOS,
     OFFICE_IPS,
+    ORG_PATH,
     Person,
     Tenant,
 )
@@ -122,10 +123,12 @@ class Background:
         for p in rng.choices(self.staff, cum_weights=self.send_cw, k=_count(rng, total)):
             t = t0 + rng.random() * 3600
             if rng.random() < 0.7:
-                to = tuple(q.upn for q in rng.sample(self.staff, 1 + rng.getrandbits(1)) if q is not p) or (tenant.comms.upn,)
+                q = _pick(rng, self.staff)
+                to = (q.upn,) if rng.random() < 0.5 else (q.upn, _pick(rng, self.staff).upn)
+                to = tuple(dict.fromkeys(a for a in to if a != p.upn)) or (tenant.comms.upn,)
             else:
-                to = (tenant.externals[rng.randrange(len(tenant.externals))],)
-            subject = self.subjects[rng.randrange(500)]
+                to = (tenant.externals[U.below(rng, len(tenant.externals))],)
+            subject = self.subjects[U.below(rng, 500)]
             if rng.random() < 0.3:
                 subject = "RE: " + subject
             mail = Mail(p.upn, to, subject, U.message_id(rng), OFFICE_IPS[p.index % 4])
@@ -147,7 +150,7 @@ class Background:
             for _ in range(_count(rng, 0.6 * self.density + 0.1)):
                 t = t0 + rng.random() * 3600
                 subject = "Meeting request: " + " ".join(rng.sample(WORDS, 2))
-                to = (rng.choice(self.staff).upn,)
+                to = (_pick(rng, self.staff).upn,)
                 mail = Mail(e.upn, to, subject, U.message_id(rng), OFFICE_IPS[0])
                 out.append(Item(t, TRACE, mail))
                 out.append(Item(t, UAL, U.send(rng, t, a, e, "SendOnBehalf", subject, mail.message_id, 1)))
@@ -158,8 +161,8 @@ class Background:
                     out.append(Item(t, UAL, U.mail_items_accessed(rng, t, m, s, access="Sync", logon_type=1)))
                 if rng.random() < 0.08 * self.density + 0.02:
                     t = t0 + rng.random() * 3600
-                    subject = "RE: " + rng.choice(self.subjects)
-                    to = (tenant.externals[rng.randrange(len(tenant.externals))],)
+                    subject = "RE: " + _pick(rng, self.subjects)
+                    to = (tenant.externals[U.below(rng, len(tenant.externals))],)
                     mail = Mail(s.upn, to, subject, U.message_id(rng), OFFICE_IPS[1])
                     out.append(Item(t, TRACE, mail))
                     out.append(Item(t, UAL, U.send(rng, t, m, s, "SendAs", subject, mail.message_id, 1)))
@@ -171,13 +174,13 @@ class Background:
         if weekday < 5 and hour in (9, 10):
             for _ in range(_count(rng, 150 * scale)):
                 out.append(Item(t0 + rng.random() * 3600, TRACE, Mail(
-                    tenant.newsletter.upn, (rng.choice(self.staff).upn,), f"Contoso weekly digest {day // 7 + 1}",
+                    tenant.newsletter.upn, (_pick(rng, self.staff).upn,), f"Contoso weekly digest {day // 7 + 1}",
                     U.message_id(rng), OFFICE_IPS[2])))
         n = _count(rng, 12 * scale) + (_count(rng, 40 * scale) if hour == 3 else 0)  # the nightly batch
         for _ in range(n):
             out.append(Item(t0 + rng.random() * 3600, TRACE, Mail(
                 tenant.alerts.upn, ("it.admin@contoso.com",),
-                f"[Monitor] host{rng.randint(1, 200)} cpu {rng.randint(80, 99)}%", U.message_id(rng), OFFICE_IPS[3])))
+                f"[Monitor] host{U.between(rng, 1, 200)} cpu {U.between(rng, 80, 99)}%", U.message_id(rng), OFFICE_IPS[3])))
         if weekday == 0 and hour == 10:  # the weekly company update to everyone: one message
             out.append(Item(t0 + 600, TRACE, Mail(tenant.comms.upn, tuple(p.upn for p in self.staff),
                                                    f"Company update week {day // 7 + 1}", U.message_id(rng))))
@@ -197,6 +200,7 @@ class Background:
         for g in range(1 + rng.getrandbits(1)):  # a new Microsoft 365 group mailbox being set up
             t = t0 + rng.random() * 3600
             grp = f"project-{day}-{g}@contoso.com"
+            group_sid = f"S-1-8-{U.between(rng, 10**9, 4 * 10**9)}-{U.between(rng, 10**9, 4 * 10**9)}"
             owner = Person(-1, grp, f"Project {day}-{g}", grp.split("@")[0], "Projects", "group", "S-1-5-18",
                            "", U.guid(rng), U.guid(rng), "", 0.0)
             for member, rights in (("Member@local", "ReadAny, Visible, FreeBusySimple, FreeBusyDetailed"),
@@ -204,24 +208,25 @@ class Background:
                                                     "Visible, FreeBusySimple, FreeBusyDetailed"))):
                 out.append(Item(t, UAL, U.folder_permission(
                     rng, t, "S-1-5-18", owner, "ModifyFolderPermissions", path="\\Calendar", name="Calendar",
-                    member_upn=member, member_sid="", rights=rights, logon_type=1,
+                    member_upn=member, member_sid=f"{group_sid}-{1 + (member == 'Owner@local')}", rights=rights,
+                    logon_type=1,
                     client_info="Client=WebServices;Action=ConfigureGroupMailbox", user_key="S-1-5-18",
                     logon_sid="S-1-5-18")))
         if day == 0:  # the routine system grant every tenant has
             t = t0 + 1200
             mbx = "DiscoverySearchMailbox{D919BA05-46A6-415f-80AD-7E09334BB852}"
             out.append(Item(t, UAL, U.exo_admin(rng, t, None, "Add-MailboxPermission", U.params(
-                Identity=mbx, User="Discovery Management", AccessRights="FullAccess", InheritanceType="All"),
-                object_id=f"{U.ORG_PATH}/{mbx}")))
+                Identity=mbx, AccessRights="FullAccess", User="Discovery Management", InheritanceType="All"),
+                object_id=f"{ORG_PATH}/{mbx}")))
 
     def _admin_work(self, rng: random.Random, t0: int, out: list[Item]) -> None:
         tenant = self.tenant
         n = _count(rng, len(self.staff) / 400 * self.density + 0.3)
         for _ in range(n):
             t = t0 + rng.random() * 3600
-            admin = rng.choice(tenant.admins)
-            p = rng.choice(self.staff)
-            kind = rng.randrange(4)
+            admin = _pick(rng, tenant.admins)
+            p = _pick(rng, self.staff)
+            kind = U.below(rng, 4)
             if kind == 0:
                 rec = U.exo_admin(rng, t, admin, "Set-Mailbox", U.params(
                     Identity=p.upn, ProhibitSendQuota="49 GB", IssueWarningQuota="48 GB"), object_id=p.object_path,
@@ -231,18 +236,18 @@ class Background:
                                   object_id=p.object_path, ip=OFFICE_IPS[0])
             elif kind == 2:
                 rec = U.exo_admin(rng, t, admin, "Add-DistributionGroupMember", U.params(
-                    Identity=f"{p.department}-all@contoso.com", Member=p.upn), object_id=f"{U.ORG_PATH}/{p.department}-all",
+                    Identity=f"{p.department}-all@contoso.com", Member=p.upn), object_id=f"{ORG_PATH}/{p.department}-all",
                     ip=OFFICE_IPS[0])
             else:
-                q = rng.choice(self.staff)  # ordinary calendar sharing with a colleague
+                q = _pick(rng, self.staff)  # ordinary calendar sharing with a colleague
                 rec = U.exo_admin(rng, t, p, "Add-MailboxFolderPermission", U.params(
                     Identity=f"{p.upn}:\\Calendar", User=q.upn, AccessRights="Reviewer"),
                     object_id=f"{p.object_path}:\\Calendar")
             out.append(Item(t, UAL, rec))
         if rng.random() < 0.3 * self.density + 0.05:  # an ordinary inbox rule filing mail away
             t = t0 + rng.random() * 3600
-            p = rng.choice(self.staff)
-            folder = rng.choice(RULE_FOLDERS)
+            p = _pick(rng, self.staff)
+            folder = _pick(rng, RULE_FOLDERS)
             out.append(Item(t, UAL, U.exo_admin(rng, t, p, "New-InboxRule", U.params(
                 Name=f"{folder} rule", From=self.tenant.newsletter.upn, MoveToFolder=folder,
                 StopProcessingRules="False"), object_id=f"{p.object_path}\\{folder} rule")))
@@ -251,21 +256,21 @@ class Background:
     def _onprem(self, rng: random.Random, t0: int, out: list[Item]) -> None:
         for _ in range(_count(rng, 2 + len(self.staff) / 500)):
             t = t0 + rng.random() * 3600
-            p = rng.choice(self.staff)
-            attr, value = rng.choice((("telephoneNumber", f"+1 425 555 {rng.randint(1000, 9999)}"),
+            p = _pick(rng, self.staff)
+            attr, value = rng.choice((("telephoneNumber", f"+1 425 555 {U.between(rng, 1000, 9999)}"),
                                       ("title", rng.choice(("Analyst", "Manager", "Engineer", "Consultant"))),
                                       ("description", "Updated by HR sync")))
             out.append(Item(t, WINDOWS, WinEvent(5136, "Security", "Microsoft-Windows-Security-Auditing", DC,
                                                  _ds_change(rng, p, attr, value, "svc-hrsync"), task=14081)))
         if rng.random() < 0.4:
             t = t0 + rng.random() * 3600
-            p = rng.choice(self.staff)
-            group = rng.choice(ORDINARY_GROUPS)
+            p = _pick(rng, self.staff)
+            group = _pick(rng, ORDINARY_GROUPS)
             out.append(Item(t, WINDOWS, WinEvent(4728, "Security", "Microsoft-Windows-Security-Auditing", DC,
                                                  _member_added(rng, p, group, "dadmin"), task=13826)))
         for _ in range(_count(rng, 1.5)):
             t = t0 + rng.random() * 3600
-            p = rng.choice(self.staff)
+            p = _pick(rng, self.staff)
             quota = f"{rng.choice((10, 20, 50))} GB"
             entry = AdminAuditEntry(f"{AD_DOMAIN}/Users/Administrator", "Set-Mailbox",
                                     f"{AD_DOMAIN}/Staff/{p.name}", [("Identity", p.alias), ("ProhibitSendReceiveQuota", quota)],
@@ -285,7 +290,7 @@ class Background:
                                                         {"name": "is_suspicious", "boolValue": False}])))
         if rng.random() < 0.2:
             t = t0 + rng.random() * 3600
-            p = rng.choice(people)
+            p = _pick(rng, people)
             out.append(Item(t, GOOGLE, google_activity(rng, t, "token", p.google_email, "auth", "authorize", [
                 {"name": "client_id", "value": "1095133494869.apps.googleusercontent.com"},
                 {"name": "app_name", "value": "Zoom for Google Calendar"},
@@ -293,7 +298,7 @@ class Background:
                                                  "https://www.googleapis.com/auth/userinfo.email"]}])))
         if rng.random() < 0.1:
             t = t0 + rng.random() * 3600
-            p = rng.choice(people)
+            p = _pick(rng, people)
             out.append(Item(t, GOOGLE, google_activity(rng, t, "admin", f"admin@{GOOGLE_DOMAIN}", "USER_SETTINGS",
                                                        "CHANGE_PASSWORD", [{"name": "USER_EMAIL", "value": p.google_email}])))
 
@@ -301,11 +306,7 @@ class Background:
 _USER_KIND = {
     "sign_in": lambda rng, t, p: U.user_logged_in(rng, t, p, ip=OFFICE_IPS[p.index % 4] if rng.random() < 0.7 else p.ip,
                                                   user_agent=U.USER_AGENTS[p.index % 3]),
-    "file": lambda rng, t, p: U.file_operation(
-        rng, t, p, ("FileAccessed", "FileAccessed", "FileModified", "FileDownloaded")[rng.getrandbits(2)],
-        SITES[rng.randrange(len(SITES))], SP_FOLDERS[rng.getrandbits(2)],
-        f"{FILE_WORDS[rng.randrange(len(FILE_WORDS))]} {FILE_WORDS[rng.randrange(len(FILE_WORDS))]}."
-        f"{FILE_EXTS[rng.randrange(5)]}", U.USER_AGENTS[p.index % 3]),
+    "file": lambda rng, t, p: _file(rng, t, p, SITES[U.below(rng, len(SITES))]),
     "mail_access": lambda rng, t, p: U.mail_items_accessed(rng, t, p, p, access=("Bind", "Sync")[rng.getrandbits(1)],
                                                            ip=OFFICE_IPS[p.index % 4]),
     "mailbox_login": lambda rng, t, p: U.mailbox_item(rng, t, p, p, "MailboxLogin", ip=OFFICE_IPS[p.index % 4],
@@ -316,6 +317,21 @@ _USER_KIND = {
                                                      "ParentFolder": {"Path": "\\Inbox"}, "Subject": "FW: notes"}],
         Folder={"Id": U.store_id(rng, "LgAAAAA"), "Path": "\\Inbox"}, CrossMailboxOperation=False),
 }
+
+
+SITE_IDS = {site: U.site_ids(site) for site in SITES}
+
+
+def _file(rng: random.Random, t: float, p: Person, site: str) -> dict:
+    return U.file_operation(
+        rng, t, p, ("FileAccessed", "FileAccessed", "FileModified", "FileDownloaded")[rng.getrandbits(2)], site,
+        SP_FOLDERS[rng.getrandbits(2)],
+        f"{FILE_WORDS[U.below(rng, len(FILE_WORDS))]} {FILE_WORDS[U.below(rng, len(FILE_WORDS))]}."
+        f"{FILE_EXTS[U.below(rng, 5)]}", U.USER_AGENTS[p.index % 3], SITE_IDS[site])
+
+
+def _pick(rng: random.Random, seq):  # rng.choice, cheaply
+    return seq[int(rng.random() * len(seq))]
 
 
 def _count(rng: random.Random, lam: float) -> int:

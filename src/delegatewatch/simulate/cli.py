@@ -29,7 +29,7 @@ def _names(value: str | None, allowed: tuple[str, ...], what: str) -> tuple[str,
 
 @click.command("simulate")
 @click.option("--users", type=click.IntRange(min=60), default=200, show_default=True, help="Ordinary user accounts.")
-@click.option("--days", type=click.IntRange(min=7), default=14, show_default=True, help="Days of activity.")
+@click.option("--days", type=click.IntRange(min=14), default=14, show_default=True, help="Days of activity.")
 @click.option("--scenarios", default="all", show_default=True,
               help=f"Comma-separated attack scenarios, 'all' or 'none': {', '.join(SCENARIOS)}.")
 @click.option("--formats", default=",".join(DEFAULT_FORMATS), show_default=True,

@@ -37,6 +37,7 @@ EVIDENCE = "evidence"
 LABELS = "labels.json"
 DIRECTORY = "directory.csv"
 CONFIG = "delegatewatch.toml"
+MIN_DAYS = 14
 
 
 @dataclass(frozen=True)
@@ -52,8 +53,9 @@ class SimConfig:
     jobs: int = 1
 
     def check(self) -> None:
-        if self.days < 7:
-            raise ValueError("--days must be at least 7 (scenarios sit in the second half; baselines need history)")
+        if self.days < MIN_DAYS:
+            raise ValueError(f"--days must be at least {MIN_DAYS}: scenarios sit in the second half, after a week "
+                             "of history (the send-volume baseline needs 7 active days)")
         unknown = [s for s in self.scenarios if s not in SCENARIOS]
         if unknown:
             raise ValueError(f"unknown scenario(s) {', '.join(unknown)}; choose from {', '.join(SCENARIOS)}")
@@ -121,7 +123,6 @@ def run_day(args: tuple[SimConfig, Path, int, list[Item]]) -> tuple[dict[str, in
             if not ws:
                 dropped.update(it.tag for it in its if it.tag)
                 continue
-            written += len(its)
             for w in ws:
                 w.hour(its)
     counts: dict[str, int] = {}
@@ -129,6 +130,7 @@ def run_day(args: tuple[SimConfig, Path, int, list[Item]]) -> tuple[dict[str, in
     for w in writers:
         c, lab = w.finish()
         counts.update(c)
+        written += sum(c.values())
         labels.extend((item.tag, rec) for item, rec in lab)
     return counts, labels, written, dropped
 
@@ -207,8 +209,9 @@ def write_directory(path: Path, tenant: Tenant) -> None:
 
 
 def write_config(path: Path, tenant: Tenant) -> None:
-    """The organisation's documented delegation (``[allow]``, docs/configuration.md): assistants,
-    shared-mailbox members and the subsidiary's standing Gmail delegates. Hunt with ``--config``."""
+    """The organisation's configuration (docs/configuration.md): its documented delegation (``[allow]``:
+    assistants, shared-mailbox members, the subsidiary's standing Gmail delegates) and its bulk senders
+    (``[mailflow]``: the newsletter and the alert mailbox). Hunt with ``--config``."""
     pairs = [(tenant.people[e].upn, a.upn) for e, a in sorted(tenant.assistants.items())]
     pairs += [(s.upn, m.upn) for s in tenant.shared for m in tenant.shared_members[s.index]]
     gp = tenant.google_people
@@ -216,4 +219,6 @@ def write_config(path: Path, tenant: Tenant) -> None:
     lines = ["# Expected delegation of the simulated organisation (delegatewatch simulate).", "[allow]", "pairs = ["]
     lines += [f'    ["{m}", "{g}"],' for m, g in pairs]
     lines.append("]")
+    lines += ["", "[mailflow]", f'newsletter_senders = ["{tenant.newsletter.upn}"]',
+              f'service_accounts = ["{tenant.alerts.upn}"]']
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")

@@ -35,6 +35,7 @@ from delegatewatch.simulate.tenant import (
     AD_DOMAIN,
     GOOGLE_DOMAIN,
     ORG_NAME,
+    ORG_PATH,
     Person,
     Tenant,
 )
@@ -79,10 +80,9 @@ class _Chain:
 
 
 def _day(rng: random.Random, days: int, weekday: bool, start_weekday: int) -> int:
-    """A day in the second half of the window (so analytics have history), optionally a weekday."""
-    lo = max(days // 2, min(7, days - 1))
-    choices = [d for d in range(lo, days - 1) if not weekday or (start_weekday + d) % 7 < 5] or [days - 2]
-    return rng.choice(choices)
+    """A day in the second half of the window, after at least a week (analytics need history), before
+    the last day (the closing snapshot comes after it); optionally a weekday."""
+    return rng.choice([d for d in range(max(days // 2, 7), days - 1) if not weekday or (start_weekday + d) % 7 < 5])
 
 
 def _at(start: int, day: int, hour: int, minute: int = 0, second: int = 0) -> float:
@@ -111,7 +111,7 @@ def bec(rng, tenant, start, days, swd, taken, tag) -> Injected:
     c.add(t, UAL, U.user_logged_in(rng, t, victim, ip=ATTACKER_IP, user_agent=U.UA_ATTACKER, os_name="Linux"))
     t += 480
     c.add(t, UAL, U.exo_admin(rng, t, helpdesk, "Add-MailboxPermission", U.params(
-        Identity=cfo.upn, User=victim.upn, AccessRights="FullAccess", InheritanceType="All", AutoMapping="False"),
+        Identity=cfo.upn, AccessRights="FullAccess", User=victim.upn, InheritanceType="All", AutoMapping="False"),
         object_id=cfo.object_path, ip=ATTACKER_IP), True, "m365_mailbox_full_access_grant")
     for k in range(6):
         t += 150 + rng.randrange(120)
@@ -190,10 +190,10 @@ def impersonation(rng, tenant, start, days, swd, taken, tag) -> Injected:
     group = "Mailbox Sync Operators"
     c.add(t, UAL, U.exo_admin(rng, t, admin, "New-RoleGroup", U.params(
         Name=group, Roles="ApplicationImpersonation", Members=member.object_id),
-        object_id=f"{U.ORG_PATH}/{group}", ip=ATTACKER_IP), True, "m365_application_impersonation")
+        object_id=f"{ORG_PATH}/{group}", ip=ATTACKER_IP), True, "m365_application_impersonation")
     t += 3600 * 3
     c.add(t, UAL, U.exo_admin(rng, t, admin, "Add-RoleGroupMember", U.params(Identity=group, Member=second.upn),
-                              object_id=f"{U.ORG_PATH}/{group}", ip=ATTACKER_IP), True, "m365_role_group_member_added")
+                              object_id=f"{ORG_PATH}/{group}", ip=ATTACKER_IP), True, "m365_role_group_member_added")
     return Injected(tag, "impersonation", f"role group '{group}' with ApplicationImpersonation for "
                     f"{member.upn}, then {second.upn} added", c.items, [], [])
 
@@ -206,7 +206,7 @@ def guest_grant(rng, tenant, start, days, swd, taken, tag) -> Injected:
     guest = f"j.doe_fabrikam.example#EXT#@{ORG_NAME}"
     t = _at(start, d, 16, rng.randrange(60))
     c.add(t, UAL, U.exo_admin(rng, t, admin, "Add-MailboxPermission", U.params(
-        Identity=owner.upn, User=guest, AccessRights="FullAccess", InheritanceType="All"),
+        Identity=owner.upn, AccessRights="FullAccess", User=guest, InheritanceType="All"),
         object_id=owner.object_path, ip=ATTACKER_IP), True, "m365_mailbox_full_access_grant")
     return Injected(tag, "guest_grant", f"guest {guest} gets FullAccess to {owner.upn}", c.items, [],
                     [Grant("mailbox", owner.upn, guest, "FullAccess")])

@@ -27,6 +27,16 @@ UA_ATTACKER = "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/
 USER_AGENTS = (UA_EDGE, UA_MAC, UA_OUTLOOK)
 
 
+def below(rng: random.Random, n: int) -> int:
+    """``rng.randrange(n)`` at a fraction of the cost (the simulator draws millions)."""
+    return int(rng.random() * n)
+
+
+def between(rng: random.Random, lo: int, hi: int) -> int:
+    """``between(rng, lo, hi)``, cheaply."""
+    return lo + int(rng.random() * (hi - lo + 1))
+
+
 def guid(rng: random.Random) -> str:
     h = f"{rng.getrandbits(128):032x}"
     return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-a{h[17:20]}-{h[20:]}"
@@ -77,8 +87,8 @@ def exo_admin(rng: random.Random, t: float, actor: Person | None, op: str, param
                     "AppId": "", "ClientAppId": "", "ExternalAccess": True})
     else:
         rec = _common(t, admin_id(rng, t), op, 1, status, actor.puid, 2 if actor.role == "admin" else 0, "Exchange")
-        rec.update({"ClientIP": f"[{ip or actor.ip}]:{rng.randint(49152, 65535)}" if ":" in (ip or actor.ip)
-                    else f"{ip or actor.ip}:{rng.randint(49152, 65535)}", "ObjectId": object_id,
+        rec.update({"ClientIP": f"[{ip or actor.ip}]:{between(rng, 49152, 65535)}" if ":" in (ip or actor.ip)
+                    else f"{ip or actor.ip}:{between(rng, 49152, 65535)}", "ObjectId": object_id,
                     "UserId": actor.upn, "AppId": APP_EXO_POWERSHELL, "ClientAppId": "", "ExternalAccess": False})
     rec.update({"OrganizationName": ORG_NAME, "OriginatingServer": server(rng), "Parameters": parameters})
     if actor is not None:
@@ -114,7 +124,7 @@ def mail_items_accessed(rng: random.Random, t: float, actor: Person, owner: Pers
         entry: dict = {"Id": store_id(rng, "LgAAAAA"), "Path": path}
         if access == "Bind":
             items = [{"Id": store_id(rng, "RgAAAAA"), "InternetMessageId": message_id(rng),
-                      "SizeInBytes": rng.randint(9_000, 240_000)} for _ in range(1 + rng.getrandbits(2))]
+                      "SizeInBytes": between(rng, 9_000, 240_000)} for _ in range(1 + rng.getrandbits(2))]
             entry["FolderItems"] = items
             count += len(items)
         else:
@@ -140,7 +150,7 @@ def folder_permission(rng: random.Random, t: float, actor: Person | str, owner: 
 def sent_item(rng: random.Random, subject: str, mid: str, recipients: int, attachments: str | None = None) -> dict:
     item = {"Id": store_id(rng, "RgAAAAA"), "InternetMessageId": mid,
             "ParentFolder": {"Id": store_id(rng, "LgAAAAA"), "Path": "\\Sent Items"},
-            "SizeInBytes": rng.randint(8_000, 90_000), "Subject": subject}
+            "SizeInBytes": between(rng, 8_000, 90_000), "Subject": subject}
     if attachments:
         item["Attachments"] = attachments
     return item
@@ -180,15 +190,21 @@ def user_logged_in(rng: random.Random, t: float, user: Person, *, ip: str | None
     return rec
 
 
+def site_ids(site: str) -> tuple[str, str, str]:
+    """A site's own Site, WebId and document-library ListId: fixed for the site, as in real tenants."""
+    rng = random.Random(f"site:{site}")
+    return guid(rng), guid(rng), guid(rng)
+
+
 def file_operation(rng: random.Random, t: float, user: Person, op: str, site: str, folder: str, name: str,
-                   user_agent: str) -> dict:
+                   user_agent: str, ids: tuple[str, str, str]) -> dict:
     """SharePointFileOperation (RecordType 6): FileAccessed / FileModified / FileDownloaded."""
     site_url = f"https://contoso.sharepoint.com/sites/{site}/"
     ext = name.rsplit(".", 1)[1]
     rec = _common(t, guid(rng), op, 6, None, f"i:0h.f|membership|{user.puid.lower()}@live.com", 0, "SharePoint")
     rec.update({"ClientIP": user.ip, "ObjectId": f"{site_url}{folder}/{name}", "UserId": user.upn,
-                "CorrelationId": guid(rng), "EventSource": "SharePoint", "ItemType": "File", "ListId": guid(rng),
-                "ListItemUniqueId": guid(rng), "Site": guid(rng), "UserAgent": user_agent, "WebId": guid(rng),
+                "CorrelationId": guid(rng), "EventSource": "SharePoint", "ItemType": "File", "ListId": ids[2],
+                "ListItemUniqueId": guid(rng), "Site": ids[0], "UserAgent": user_agent, "WebId": ids[1],
                 "SourceFileExtension": ext, "SiteUrl": site_url, "SourceFileName": name,
                 "SourceRelativeUrl": folder})
     return rec
