@@ -39,18 +39,20 @@ def _names(value: str | None, allowed: tuple[str, ...], what: str) -> tuple[str,
 @click.option("--start", default="2025-12-01", show_default=True, help="First day (UTC, YYYY-MM-DD).")
 @click.option("--density", type=float, default=1.0, show_default=True,
               help="Multiplies every background rate (docs/simulate.md).")
+@click.option("--instances", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Instances of each scenario (each on its own day and accounts).")
 @click.option("--jobs", "-j", type=click.IntRange(min=1), default=1, show_default=True,
               help="Worker processes (days are split between them; the output does not change).")
 @click.option("--out", "out", type=click.Path(file_okay=False), required=True, help="Output folder.")
 def simulate_command(users: int, days: int, scenarios: str, formats: str, seed: int, start: str, density: float,
-                     jobs: int, out: str) -> None:
+                     instances: int, jobs: int, out: str) -> None:
     """Write a simulated tenant with labelled attack scenarios: OUT/evidence (hunt it), OUT/directory.csv,
     OUT/delegatewatch.toml (the organisation's expected delegation) and OUT/labels.json (ground truth)."""
     from delegatewatch.simulate.run import SimConfig, simulate
 
     err = _console(False, stderr=True)
     try:
-        cfg = SimConfig(users=users, days=days, seed=seed, start=start, density=density, jobs=jobs,
+        cfg = SimConfig(users=users, days=days, seed=seed, start=start, density=density, instances=instances, jobs=jobs,
                         scenarios=_names(scenarios, tuple(SCENARIOS), "scenario") or (),
                         formats=_names(formats, FORMATS, "format") or ())
         cfg.check()
@@ -64,10 +66,12 @@ def simulate_command(users: int, days: int, scenarios: str, formats: str, seed: 
     console = _console(False)
     console.print(f"Wrote {result.records:,} records in {len(result.files):,} files to "
                   f"{escape(os.path.join(out, 'evidence'))} in {result.seconds:.1f} s ({rate:,.0f} records/s)")
-    for inst in result.instances:
+    for inst in result.instances[:20]:
         expected = sum(r.expect for r in inst.records)
         console.print(f"  {inst.id}: {len(inst.records)} records ({expected} expected to be flagged"
                       + (f"; expects {', '.join(inst.expect_rules)}" if inst.expect_rules else "") + ")")
+    if len(result.instances) > 20:
+        console.print(f"  … and {len(result.instances) - 20} more instances (labels.json)")
     if result.dropped:
         err.print(f"[yellow]note:[/yellow] no format chosen for some records of {', '.join(result.dropped)}")
     console.print(f"Hunt:     delegatewatch hunt {escape(out)}/evidence --directory {escape(out)}/directory.csv "

@@ -50,6 +50,8 @@ class SimConfig:
     start: str = "2025-12-01"
     #: multiplies every background rate (1.0: the rates in docs/simulate.md)
     density: float = 1.0
+    #: instances of each scenario
+    instances: int = 1
     jobs: int = 1
 
     def check(self) -> None:
@@ -62,6 +64,8 @@ class SimConfig:
         unknown = [f for f in self.formats if f not in FORMATS]
         if unknown:
             raise ValueError(f"unknown format(s) {', '.join(unknown)}; choose from {', '.join(FORMATS)}")
+        if self.instances < 1:
+            raise ValueError("--instances must be at least 1")
         if self.density <= 0:
             raise ValueError("--density must be positive")
 
@@ -144,7 +148,7 @@ def simulate(cfg: SimConfig, out: Path, on_day: Callable[[int, int], None] | Non
     root = out / EVIDENCE
     root.mkdir(parents=True, exist_ok=True)
     tenant, bg = _world(cfg)
-    injected = inject(list(cfg.scenarios), tenant, bg.start, cfg.days, cfg.seed)
+    injected = inject(list(cfg.scenarios), tenant, bg.start, cfg.days, cfg.seed, cfg.instances)
     per_day: dict[int, list[Item]] = {}
     for inj in injected:
         for it in inj.items:
@@ -191,7 +195,7 @@ def simulate(cfg: SimConfig, out: Path, on_day: Callable[[int, int], None] | Non
     write_directory(out / DIRECTORY, tenant)
     write_config(out / CONFIG, tenant)
     params = {"users": cfg.users, "days": cfg.days, "seed": cfg.seed, "start": cfg.start, "density": cfg.density,
-              "scenarios": list(cfg.scenarios), "formats": list(cfg.formats), "records": records}
+              "instances": cfg.instances, "scenarios": list(cfg.scenarios), "formats": list(cfg.formats), "records": records}
     write_labels(out / LABELS, params, dict(sorted(files.items())), instances)
     return SimResult(out, records, files, instances, time.perf_counter() - began, sorted(dropped))
 

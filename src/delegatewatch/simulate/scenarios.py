@@ -90,9 +90,9 @@ def _at(start: int, day: int, hour: int, minute: int = 0, second: int = 0) -> fl
 
 
 def _staff(rng: random.Random, tenant: Tenant, taken: set[int], *, audited: bool | None = None) -> Person:
-    pool = [p for p in tenant.staff if p.role == "staff" and p.index not in taken
-            and (audited is None or (p.index % 4 == 0) == audited)]
-    p = rng.choice(pool)
+    """An ordinary account no other scenario instance uses (while there are any left)."""
+    pool = [p for p in tenant.staff if p.role == "staff" and (audited is None or (p.index % 4 == 0) == audited)]
+    p = rng.choice([p for p in pool if p.index not in taken] or pool)
     taken.add(p.index)
     return p
 
@@ -240,8 +240,8 @@ def google_dwd(rng, tenant, start, days, swd, taken, tag) -> Injected:
     d = _day(rng, days, True, swd)
     admin = f"admin@{GOOGLE_DOMAIN}"
     # not the users whose delegation is standing background (every 15th Google user and the next)
-    people = [p for i, p in enumerate(tenant.google_people) if p.index not in taken and i % 15 > 1]
-    victim, delegate = rng.sample(people, 2)
+    people = [p for i, p in enumerate(tenant.google_people) if i % 15 > 1]
+    victim, delegate = rng.sample([p for p in people if p.index not in taken] or people, 2)
     taken.update((victim.index, delegate.index))
     t = _at(start, d, 21, rng.randrange(60))
     c.add(t, GOOGLE, google_activity(rng, t, "admin", admin, "DOMAIN_SETTINGS", "AUTHORIZE_API_CLIENT_ACCESS", [
@@ -286,13 +286,15 @@ SCENARIOS: dict[str, Callable[..., Injected]] = {
 }
 
 
-def inject(names: list[str], tenant: Tenant, start: int, days: int, seed: int) -> list[Injected]:
-    """The chosen scenarios, each from its own random stream; no two share an account (so a different
-    subset may pick other accounts)."""
+def inject(names: list[str], tenant: Tenant, start: int, days: int, seed: int, instances: int = 1) -> list[Injected]:
+    """``instances`` of each chosen scenario, each instance from its own random stream; no two share an
+    account while unused ones are left (so a different subset may pick other accounts)."""
     taken: set[int] = set()
     swd = (start // 86400 + 3) % 7
     out = []
-    for name, make in SCENARIOS.items():  # fixed order; accounts already taken are skipped
-        if name in names:
-            out.append(make(random.Random(f"{seed}:scenario:{name}"), tenant, start, days, swd, taken, f"{name}-1"))
+    for n in range(1, instances + 1):
+        for name, make in SCENARIOS.items():  # fixed order; accounts already taken are skipped
+            if name in names:
+                rng = random.Random(f"{seed}:scenario:{name}:{n}")
+                out.append(make(rng, tenant, start, days, swd, taken, f"{name}-{n}"))
     return out
