@@ -89,14 +89,24 @@ class Background:
         self.staff = self.tenant.staff
         self.staff_cw = list(accumulate(1.0 for _ in self.staff))
         self.send_cw = list(accumulate(p.send_rate for p in self.staff))
+        # Conversation subjects: three threads per person, named by two words and a project codename,
+        # so a subject is one conversation's (people rarely write the same subject independently).
         pool = random.Random(f"subjects:{len(self.staff)}")
-        self.subjects = tuple(" ".join(pool.sample(WORDS, 3)).capitalize() for _ in range(500))
+        syllables = [a + b for a in "bdfgklmnprstvz" for b in ("a", "e", "i", "o", "u", "ai")]
+        names = sorted({"".join(pool.sample(syllables, 2 + (i % 2))).capitalize() for i in range(3000)})
+        self.subjects = tuple(f"{' '.join(pool.sample(WORDS, 2)).capitalize()} {pool.choice(names)}"
+                              for _ in range(3 * len(self.staff)))
 
-    def hour(self, day: int, hour: int, seed: int) -> list[Item]:
-        rng = random.Random(f"{seed}:bg:{day}:{hour}")
+    def _clock(self, day: int, hour: int) -> tuple[int, int, float]:
         t0 = self.start + day * 86400 + hour * 3600
         weekday = (self.start // 86400 + day + 3) % 7  # 1970-01-01 was a Thursday → 0 = Monday
-        level = HOURLY[hour] * (WEEKEND if weekday >= 5 else 1.0)
+        return t0, weekday, HOURLY[hour] * (WEEKEND if weekday >= 5 else 1.0)
+
+    def hour(self, day: int, hour: int, seed: int) -> list[Item]:
+        """Every background record of the hour. Each part has its own random stream, so a part can be
+        generated alone (``mail_hour``) and gives the same records."""
+        t0, weekday, level = self._clock(day, hour)
+        rng = random.Random(f"{seed}:bg:{day}:{hour}")
         out: list[Item] = []
         n_staff = len(self.staff)
         for kind, per_day in PER_USER_DAY.items():
@@ -105,9 +115,9 @@ class Background:
             for p in rng.choices(self.staff, cum_weights=self.staff_cw, k=n):
                 t = t0 + rng.random() * 3600
                 out.append(Item(t, UAL, make(rng, t, p)))
-        self._sends(rng, t0, level, out)
+        out += self.mail_hour(day, hour, seed)
+        rng = random.Random(f"{seed}:bg-work:{day}:{hour}")
         self._delegation(rng, t0, hour, weekday, out)
-        self._mail_services(rng, t0, day, hour, weekday, out)
         if hour == 2:
             self._daily_system(rng, t0, day, out)
         if 8 <= hour < 18 and weekday < 5:
@@ -116,24 +126,37 @@ class Background:
             self._google(rng, t0, level, out)
         return out
 
+    def mail_hour(self, day: int, hour: int, seed: int, audit: bool = True) -> list[Item]:
+        """The hour's ordinary mail: people's sends and the bulk senders (``audit``: with the UAL ``Send``
+        records of the mailboxes that audit it)."""
+        t0, weekday, level = self._clock(day, hour)
+        rng = random.Random(f"{seed}:bg-mail:{day}:{hour}")
+        out: list[Item] = []
+        self._sends(rng, t0, level, out, audit)
+        self._mail_services(rng, t0, day, hour, weekday, out)
+        return out
+
     # -- mail -----------------------------------------------------------------------------------
-    def _sends(self, rng: random.Random, t0: int, level: float, out: list[Item]) -> None:
+    def _sends(self, rng: random.Random, t0: int, level: float, out: list[Item], audit: bool = True) -> None:
         total = self.send_cw[-1] * SEND_SCALE * 10 * level * self.density
         tenant = self.tenant
         for p in rng.choices(self.staff, cum_weights=self.send_cw, k=_count(rng, total)):
             t = t0 + rng.random() * 3600
+            n_subjects = len(self.subjects)
             if rng.random() < 0.7:
                 q = _pick(rng, self.staff)
                 to = (q.upn,) if rng.random() < 0.5 else (q.upn, _pick(rng, self.staff).upn)
                 to = tuple(dict.fromkeys(a for a in to if a != p.upn)) or (tenant.comms.upn,)
+                if rng.random() < 0.3:  # a reply in the colleague's conversation
+                    subject = "RE: " + self.subjects[(q.index * 3 + U.below(rng, 3)) % n_subjects]
+                else:
+                    subject = self.subjects[(p.index * 3 + U.below(rng, 3)) % n_subjects]
             else:
                 to = (tenant.externals[U.below(rng, len(tenant.externals))],)
-            subject = self.subjects[U.below(rng, 500)]
-            if rng.random() < 0.3:
-                subject = "RE: " + subject
+                subject = self.subjects[(p.index * 3 + U.below(rng, 3)) % n_subjects]
             mail = Mail(p.upn, to, subject, U.message_id(rng), OFFICE_IPS[p.index % 4])
             out.append(Item(t, TRACE, mail))
-            if p.index % 4 == 0:  # mailboxes whose owner Send is audited (E5)
+            if audit and p.index % 4 == 0:  # mailboxes whose owner Send is audited (E5)
                 out.append(Item(t, UAL, U.send(rng, t, p, p, "Send", subject, mail.message_id, len(to))))
 
     def _delegation(self, rng: random.Random, t0: int, hour: int, weekday: int, out: list[Item]) -> None:
