@@ -169,6 +169,15 @@ def test_cli_refuses_unknown_scenario_and_format(tmp_path):
     assert res.exit_code == 2 and "unknown format evtx" in res.output
     res = runner.invoke(main, ["simulate", "--days", "13", "--out", str(tmp_path / "x")])
     assert res.exit_code == 2
+    res = runner.invoke(main, ["simulate", "--start", "12/01/2025", "--out", str(tmp_path / "x")])
+    assert res.exit_code == 2 and "expected a date as YYYY-MM-DD" in res.output
+
+
+def test_refuses_to_mix_with_an_earlier_simulation(tmp_path):
+    (tmp_path / "evidence").mkdir()
+    (tmp_path / "evidence" / "old.ndjson").write_text("{}\n")
+    res = CliRunner().invoke(main, ["simulate", "--users", "60", "--out", str(tmp_path)])
+    assert res.exit_code == 2 and "already holds files" in res.output
 
 
 # -- end to end: 30 days, 2,000 users, every scenario ------------------------------------------------------

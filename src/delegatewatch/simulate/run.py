@@ -68,6 +68,10 @@ class SimConfig:
             raise ValueError("--instances must be at least 1")
         if self.density <= 0:
             raise ValueError("--density must be positive")
+        try:
+            day_start(self.start)
+        except ValueError:
+            raise ValueError(f"--start {self.start!r}: expected a date as YYYY-MM-DD") from None
 
 
 @dataclass
@@ -146,6 +150,9 @@ def simulate(cfg: SimConfig, out: Path, on_day: Callable[[int, int], None] | Non
     began = time.perf_counter()
     out = Path(out)
     root = out / EVIDENCE
+    if root.is_dir() and any(root.iterdir()):
+        raise ValueError(f"{root} already holds files (an earlier simulation?): choose an empty folder or remove it, "
+                         "so no stale file is hunted with the new ones")
     root.mkdir(parents=True, exist_ok=True)
     tenant, bg = _world(cfg)
     injected = inject(list(cfg.scenarios), tenant, bg.start, cfg.days, cfg.seed, cfg.instances)

@@ -107,7 +107,11 @@ def bec(rng, tenant, start, days, swd, taken, tag) -> Injected:
     cfo = tenant.execs[0]
     t = _at(start, d, 1, 7, rng.randrange(60))
     c.add(t, UAL, U.user_logged_in(rng, t, helpdesk, ip=ATTACKER_IP, user_agent=U.UA_ATTACKER, os_name="Linux"))
-    t += 95
+    t += 60  # the helpdesk account resets the victim's password (as in the real reset-then-grant sample)
+    c.add(t, UAL, U.aad_admin(rng, t, helpdesk, "Reset user password.", object_id=victim.upn, modified=[], target=[
+        {"ID": f"User_{victim.object_id}", "Type": 2}, {"ID": victim.object_id, "Type": 2}, {"ID": "User", "Type": 2},
+        {"ID": victim.upn, "Type": 5}, {"ID": victim.puid, "Type": 3}]))
+    t += 35
     c.add(t, UAL, U.user_logged_in(rng, t, victim, ip=ATTACKER_IP, user_agent=U.UA_ATTACKER, os_name="Linux"))
     t += 480
     c.add(t, UAL, U.exo_admin(rng, t, helpdesk, "Add-MailboxPermission", U.params(
@@ -130,7 +134,7 @@ def bec(rng, tenant, start, days, swd, taken, tag) -> Injected:
         mail = Mail(victim.upn, to, subject, U.message_id(rng), ATTACKER_IP)
         c.add(ts, TRACE, mail)
         c.add(ts, UAL, U.send(rng, ts, victim, victim, "Send", subject, mail.message_id, 1, ip=ATTACKER_IP))
-    return Injected(tag, "bec", f"{helpdesk.upn} (taken over) gives {victim.upn} FullAccess to {cfo.upn} "
+    return Injected(tag, "bec", f"{helpdesk.upn} (taken over) resets {victim.upn}'s password and gives it FullAccess to {cfo.upn} "
                     f"(AutoMapping off); {victim.upn} reads it, hides replies and sends a lure burst",
                     c.items, ["send_volume_burst"], [Grant("mailbox", cfo.upn, victim.upn, "FullAccess")])
 

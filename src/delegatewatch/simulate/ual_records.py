@@ -222,10 +222,3 @@ def aad_admin(rng: random.Random, t: float, actor: Person, op: str, *, object_id
                 "ActorContextId": TENANT_ID, "InterSystemsId": guid(rng), "IntraSystemId": guid(rng),
                 "SupportTicketId": "", "Target": target, "TargetContextId": TENANT_ID})
     return rec
-
-
-
-
-
-
-

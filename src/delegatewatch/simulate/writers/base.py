@@ -7,7 +7,6 @@ A writer gets one day, an hour at a time, oldest first; it never holds more than
 
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -113,7 +112,3 @@ class DayWriter:
             counts[f.rel] = f.records
             labels.extend(f.labels)
         return counts, labels
-
-
-def rel_join(*parts: str) -> str:
-    return os.path.join(*parts).replace(os.sep, "/")
