@@ -310,7 +310,8 @@ class Background:
             t = t0 + rng.random() * 3600
             out.append(Item(t, GOOGLE, google_activity(rng, t, "login", p.google_email, "login", "login_success",
                                                        [{"name": "login_type", "value": "google_password"},
-                                                        {"name": "is_suspicious", "boolValue": False}])))
+                                                        {"name": "is_suspicious", "boolValue": False}],
+                                                       ip=OFFICE_IPS[p.index % 4] if rng.random() < 0.6 else p.ip)))
         if rng.random() < 0.2:
             t = t0 + rng.random() * 3600
             p = _pick(rng, people)
@@ -318,7 +319,7 @@ class Background:
                 {"name": "client_id", "value": "1095133494869.apps.googleusercontent.com"},
                 {"name": "app_name", "value": "Zoom for Google Calendar"},
                 {"name": "scope", "multiValue": ["https://www.googleapis.com/auth/calendar.readonly",
-                                                 "https://www.googleapis.com/auth/userinfo.email"]}])))
+                                                 "https://www.googleapis.com/auth/userinfo.email"]}], ip=p.ip)))
         if rng.random() < 0.1:
             t = t0 + rng.random() * 3600
             p = _pick(rng, people)
