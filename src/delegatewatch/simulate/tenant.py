@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import random
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 DOMAIN = "contoso.com"
 ORG_NAME = "contoso.onmicrosoft.com"
@@ -83,9 +83,6 @@ class Tenant:
     google_people: tuple[Person, ...]
     externals: tuple[str, ...] = field(default=())
 
-    def by_upn(self) -> dict[str, Person]:
-        return {p.upn: p for p in self.people}
-
 
 def _guid(rng: random.Random) -> str:
     return str(uuid.UUID(int=rng.getrandbits(128), version=4))
@@ -146,6 +143,4 @@ def build_tenant(users: int, seed: int) -> Tenant:
 
 
 def _with_role(p: Person, role: str) -> Person:
-    from dataclasses import replace
-
     return replace(p, role=role)
