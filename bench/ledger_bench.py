@@ -34,8 +34,8 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=3)
     args = ap.parse_args()
     if not Path(args.data).exists():
-        subprocess.run([sys.executable, str(HERE / "generate_ual.py"), "--records", "1000000", "--grants", "300",
-                        "--seed", "1", "--out", args.data], check=True)
+        subprocess.run([sys.executable, str(HERE / "sim_data.py"), "--records", "1000000", "--grants", "300",
+                        "--out", args.data], check=True)  # the same file as run_bench.py
     exe = str(Path(sys.executable).with_name("delegatewatch"))
     tmp = Path(tempfile.mkdtemp())
     commands = {}

@@ -1,11 +1,14 @@
-"""Mail-flow analytics over many generated mail-send events (default 10 million), streamed in
+"""Mail-flow analytics over many simulated mail-send events (default 10 million), streamed in
 chunks: send-volume bursts and look-alike lures. Prints a Markdown table (time and peak memory per
 stage) and whether the injected bursts and lures were found.
 
     .venv/bin/python bench/mailflow_bench.py [--events 10000000] [--accounts 20000] [--days 30]
 
-The events never exist as Python objects: each chunk of columns (account, time, subject id,
-recipients) is generated with numpy and reduced at once —
+The events are the simulator's (``delegatewatch simulate``: each person's sends by hour and weekday,
+conversations, newsletters, alert mailboxes, broadcasts, reply storms) with its ``bec`` send bursts and
+``lure_campaign`` campaigns injected. They are generated first, an hour at a time, into columns (account,
+time, subject id, internal recipients) saved chunk by chunk to a temporary folder (so the subject
+vocabulary is complete before the lure clustering), then streamed back and reduced chunk by chunk —
 
 * volume: a chunk becomes (account, hour, count) triples (``send_volume.aggregate``); the
   triples of all chunks are the input of ``send_volume.detect_bursts(..., weights=…)``;
@@ -22,7 +25,9 @@ from __future__ import annotations
 import argparse
 import gc
 import resource
+import shutil
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,9 +39,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 from delegatewatch import config as configuration
 from delegatewatch.analytics import lures as L
 from delegatewatch.analytics import send_volume as V
+from delegatewatch.simulate.background import Background
+from delegatewatch.simulate.model import TRACE
+from delegatewatch.simulate.scenarios import inject
+from delegatewatch.simulate.tenant import build_tenant
 
-START = 1_709_510_400  # 2024-03-04 00:00 UTC, a Monday
-WORDS = np.array(["budget", "forecast", "review", "contract", "draft", "agenda", "slides", "report", "invoice", "client", "project", "design", "meeting", "notes", "hiring", "plan", "roadmap", "launch", "campaign", "audit", "policy", "training", "offsite", "survey", "feedback", "summary", "proposal", "quote", "order", "shipment", "vendor", "release", "sprint", "backlog", "migration", "customer", "renewal", "pricing", "security", "update", "onboarding", "benefits", "travel", "expense", "approval", "schedule", "workshop", "webinar", "partner", "legal", "review", "compliance", "quarterly", "annual", "target", "pipeline"])
+START = 1_764_547_200  # 2025-12-01 00:00 UTC, a Monday
+#: ordinary messages per person per day (weekends included) at simulator density 1.0, measured
+MESSAGES_PER_USER_DAY = 6.9
 
 
 def rss_mb() -> float:
@@ -48,76 +58,65 @@ class Plan:
     events: int
     accounts: int
     days: int
-    vocab: int
+    cases: int
     chunk: int
     seed: int = 11
 
 
-def vocabulary(plan: Plan, rng: np.random.Generator) -> list[str]:
-    """Conversation subjects (each belongs to a small thread of people) + everyday common ones."""
-    syllables = np.array([a + b for a in "bcdfghklmnprstvz" for b in ("a", "e", "i", "o", "u", "ai", "ou")])
-    lexicon = np.unique(["".join(rng.choice(syllables, int(rng.integers(2, 4)))) for _ in range(8000)])
-    lexicon = np.concatenate([WORDS, lexicon])  # business words and names, projects, places …
-    idx = rng.integers(0, len(lexicon), size=(plan.vocab, 5))
-    subjects = [" ".join(lexicon[row[:int(k)]]).capitalize() + f" {n}"
-                for row, k, n in zip(idx, rng.integers(3, 6, plan.vocab), rng.integers(1, 10_000, plan.vocab))]
-    subjects[:20] = ["Quick question", "Meeting notes", "Lunch?", "Call me", "Updated deck", "Thanks!", "FYI",
-                     "Agenda for tomorrow", "Weekly report", "Out today", "Draft attached", "Can you review",
-                     "Follow up", "Reminder", "Notes from the call", "Question about the invoice", "Slides",
-                     "Timesheet", "Expenses", "Hello"]
-    return subjects
+def simulated(plan: Plan, folder: Path) -> tuple[list[str], list[Path], list, list, int, int]:
+    """Generate the events with the simulator into chunk files: the vocabulary, the files, the injected
+    bursts and lures, the number of events and of accounts (people plus service mailboxes)."""
+    tenant = build_tenant(plan.accounts, plan.seed)
+    density = plan.events / (plan.accounts * plan.days * MESSAGES_PER_USER_DAY)
+    bg = Background(tenant, START, plan.days, density)
+    index = {p.upn: p.index for p in tenant.people}
+    injected = inject(["bec", "lure_campaign"], tenant, START, plan.days, plan.seed, instances=plan.cases)
+    by_hour: dict[int, list] = {}
+    bursts, lures = [], []
+    for inj in injected:
+        mails = [it for it in inj.items if it.stream == TRACE]
+        for it in mails:
+            by_hour.setdefault(int(it.t - START) // 3600, []).append(it)
+        first = min(it.t for it in mails)
+        if inj.scenario == "bec":
+            bursts.append((index[mails[0].data.sender], int(first) - int(first) % 3600))
+        else:
+            lures.append((frozenset(index[it.data.sender] for it in mails), int(first)))
+    vocab: dict[str, int] = {}
+    files: list[Path] = []
+    cols: list[list[int]] = [[], [], [], []]
+    total = 0
+
+    def flush() -> None:
+        path = folder / f"chunk{len(files):04d}.npz"
+        np.savez(path, acc=np.array(cols[0], np.int32), when=np.array(cols[1], np.int64),
+                 subj=np.array(cols[2], np.int32), reach=np.array(cols[3], np.int16))
+        files.append(path)
+        for c in cols:
+            c.clear()
+
+    for h in range(plan.days * 24):
+        for it in bg.mail_hour(h // 24, h % 24, plan.seed, audit=False) + by_hour.get(h, []):
+            if it.stream != TRACE:
+                continue
+            m = it.data
+            cols[0].append(index[m.sender])
+            cols[1].append(int(it.t))
+            cols[2].append(vocab.setdefault(m.subject, len(vocab)))
+            cols[3].append(sum(r.endswith("@contoso.com") for r in m.recipients))
+            total += 1
+        if len(cols[0]) >= plan.chunk:
+            flush()
+    if cols[0]:
+        flush()
+    return list(vocab), files, bursts, lures, total, len(tenant.people)
 
 
-LURE_TEMPLATES = ["Action required: verify your payroll account for {w}", "Shared document: {w} bonus review",
-                  "Your mailbox is almost full - validate {w} access", "Invoice {w} overdue - please confirm payment",
-                  "HR: updated {w} policy acknowledgement required"]
-
-
-def chunks(plan: Plan, rng: np.random.Generator, activity: np.ndarray, thread_owner: np.ndarray):
-    """(account, time, subject id, internal recipients) columns, chunk by chunk."""
-    weekday_w = np.array([1.0 if (d % 7) < 5 else 0.08 for d in range(plan.days)])
-    day_p = weekday_w / weekday_w.sum()
-    hour_w = np.array([0.02] * 7 + [0.6, 1, 1, 1, 1, 0.7, 1, 1, 1, 0.9, 0.5] + [0.1] * 6)
-    hour_p = hour_w / hour_w.sum()
-    acc_p = activity / activity.sum()
-    left = plan.events
-    while left > 0:
-        n = min(plan.chunk, left)
-        left -= n
-        common = rng.random(n) < 0.1
-        subject = np.where(common, rng.integers(0, 20, n), rng.integers(20, plan.vocab, n))
-        # a conversation's messages come from its few participants; common subjects from anyone
-        account = np.where(common, rng.choice(plan.accounts, n, p=acc_p),
-                           (thread_owner[subject] + rng.integers(0, 4, n)) % plan.accounts)
-        when = (START + rng.choice(plan.days, n, p=day_p) * 86400 + rng.choice(24, n, p=hour_p) * 3600
-                + rng.integers(0, 3600, n))
-        reach = np.minimum(rng.geometric(0.55, n), 40)
-        yield account.astype(np.int64), when.astype(np.int64), subject.astype(np.int64), reach.astype(np.int64)
-
-
-def injected(plan: Plan, rng: np.random.Generator, vocab: list[str]):
-    """Bursts (300 sends in an hour from 20 accounts) and five lure campaigns of four senders."""
-    bursts, rows = [], []
-    for k in range(20):
-        a = int(rng.integers(0, plan.accounts))
-        t0 = START + int(rng.integers(8, plan.days)) * 86400 + 14 * 3600
-        bursts.append((a, t0))
-        rows.append((np.full(300, a), t0 + rng.integers(0, 3600, 300), rng.integers(20, plan.vocab, 300),
-                     np.full(300, 2)))
-    lures = []
-    for k, template in enumerate(LURE_TEMPLATES):
-        senders = rng.choice(plan.accounts, 4, replace=False)
-        t0 = START + int(rng.integers(3, plan.days)) * 86400 + 10 * 3600
-        ids = []
-        for s in senders:
-            for j in range(3):
-                vocab.append(template.format(w=str(rng.choice(WORDS))))
-                ids.append(len(vocab) - 1)
-        n = len(ids)
-        rows.append((np.repeat(senders, 3), t0 + rng.integers(0, 5400, n), np.array(ids), np.full(n, 12)))
-        lures.append((frozenset(int(s) for s in senders), t0))
-    cols = [np.concatenate([r[i] for r in rows]).astype(np.int64) for i in range(4)]
-    return cols, bursts, lures
+def chunks(files: list[Path]):
+    """(account, time, subject id, internal recipients) columns, chunk by chunk, from the chunk files."""
+    for path in files:
+        with np.load(path) as z:
+            yield (z["acc"].astype(np.int64), z["when"], z["subj"].astype(np.int64), z["reach"].astype(np.int64))
 
 
 def main() -> None:
@@ -125,22 +124,20 @@ def main() -> None:
     ap.add_argument("--events", type=int, default=10_000_000)
     ap.add_argument("--accounts", type=int, default=20_000)
     ap.add_argument("--days", type=int, default=30)
-    ap.add_argument("--vocab", type=int, default=300_000, help="distinct conversation subjects")
+    ap.add_argument("--cases", type=int, default=10, help="injected send bursts and lure campaigns (each)")
     ap.add_argument("--chunk", type=int, default=1_000_000)
     args = ap.parse_args()
-    plan = Plan(args.events, args.accounts, args.days, args.vocab, args.chunk)
+    plan = Plan(args.events, args.accounts, args.days, args.cases, args.chunk)
     cfg = configuration.Config()
-    rng = np.random.default_rng(plan.seed)
     rows: list[tuple[str, float, float, str]] = []
     base_rss = rss_mb()
 
     t0 = time.perf_counter()
-    vocab = vocabulary(plan, rng)
-    (inj_acc, inj_when, inj_subj, inj_reach), bursts, lures = injected(plan, rng, vocab)
-    activity = rng.lognormal(0, 0.8, plan.accounts)
-    thread_owner = rng.integers(0, plan.accounts, len(vocab))
-    rows.append(("set-up: vocabulary and injected cases", time.perf_counter() - t0, rss_mb(),
-                 f"{len(vocab):,} distinct subjects"))
+    folder = Path(tempfile.mkdtemp(prefix="mailflow-bench-"))
+    vocab, files, bursts, lures, total, n_accounts = simulated(plan, folder)
+    gen_time = time.perf_counter() - t0
+    rows.append(("generate the events (the simulator, not analytics)", gen_time, rss_mb(),
+                 f"{total:,} events, {len(vocab):,} distinct subjects, {len(files)} chunks"))
 
     # -- lures, step 1: cluster the distinct texts (not the events)
     t0 = time.perf_counter()
@@ -153,39 +150,24 @@ def main() -> None:
 
     # -- stream the events: volume triples and lure candidates per chunk
     t0 = time.perf_counter()
-    gen_time = 0.0
     pieces: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
     cand: list[tuple[np.ndarray, ...]] = []
-    total = 0
-    stream = chunks(plan, rng, activity, thread_owner)
-    first = True
-    while True:
-        g0 = time.perf_counter()
-        try:
-            acc, when, subj, reach = next(stream)
-        except StopIteration:
-            break
-        if first:  # the injected cases travel in the first chunk
-            acc, when, subj, reach = (np.concatenate([a, b]) for a, b in
-                                      zip((acc, when, subj, reach), (inj_acc, inj_when, inj_subj, inj_reach)))
-            first = False
-        gen_time += time.perf_counter() - g0
-        total += len(acc)
+    for acc, when, subj, reach in chunks(files):
         pieces.append(V.aggregate(acc, when, cfg.send_volume.window_minutes))
         lab = labels[subj]
         keep = L.candidate_mask(lab, acc, when, reach, cfg.lures)
         cand.append((acc[keep], when[keep], subj[keep], reach[keep]))
-    stream_time = time.perf_counter() - t0 - gen_time
+    stream_time = time.perf_counter() - t0
+    shutil.rmtree(folder)
     triples = [np.concatenate([p[i] for p in pieces]) for i in range(3)]
-    rows.append(("generate the events (numpy, not analytics)", gen_time, rss_mb(), f"{total:,} events"))
-    rows.append(("stream: aggregate per (account, hour) + lure prefilter per chunk", stream_time, rss_mb(),
+    rows.append(("stream: read a chunk, aggregate per (account, hour) + lure prefilter", stream_time, rss_mb(),
                  f"{len(triples[0]):,} triples; {sum(len(c[0]) for c in cand):,} lure candidates"))
     del pieces
     gc.collect()
 
     # -- volume
     t0 = time.perf_counter()
-    found = V.detect_bursts(triples[0], triples[1], plan.accounts, cfg.send_volume, weights=triples[2])
+    found = V.detect_bursts(triples[0], triples[1], n_accounts, cfg.send_volume, weights=triples[2])
     vol_time = time.perf_counter() - t0
     hit = sum(any(b.account == a and b.start <= t < b.end + 3600 for b in found) for a, t in bursts)
     injected_accounts = {a for a, _ in bursts}
@@ -196,9 +178,9 @@ def main() -> None:
     # -- lures on the candidates
     t0 = time.perf_counter()
     acc, when, subj, reach = (np.concatenate([c[i] for c in cand]) for i in range(4))
-    # recipients: a conversation goes to the same people every time; a common subject to anyone
+    # recipients: a conversation goes to the same people every time (only their count is kept)
     msgs = [L.Message(i, float(t), f"u{a}", vocab[s], internal=tuple(
-        f"u{((s * 31 if s >= 20 else a * 7919 + i) + k) % plan.accounts}" for k in range(r)))
+        f"u{(s * 31 + k) % n_accounts}" for k in range(r)))
             for i, (a, t, s, r) in enumerate(zip(acc.tolist(), when.tolist(), subj.tolist(), reach.tolist()))]
     campaigns = [c for c in L.find_campaigns(msgs, cfg.lures) if c.suppressed is None]
     lure_time = time.perf_counter() - t0

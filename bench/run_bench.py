@@ -2,7 +2,7 @@
 """Benchmark `delegatewatch hunt` against DuckDB and raw-I/O floors on a big UAL file.
 
 Steps (all in one run, so the numbers are comparable as ratios on a noisy machine):
-  1. generate the benchmark file with generate_ual.py (reused when already there);
+  1. build the benchmark file with the simulator (sim_data.py; reused when already there);
   2. warm the page cache (one untimed `cat`);
   3. measure, `--repeat` times each and interleaved round-robin, wall time and
      peak RSS of: the full hunt, the DuckDB reference query, `wc -l` and `cat`;
@@ -42,7 +42,7 @@ BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent
 sys.path.insert(0, str(BENCH_DIR))
 import duckdb_query  # noqa: E402
-import generate_ual  # noqa: E402
+import sim_data  # noqa: E402
 
 SIZES = {  # name: (records, injected grants, file name)
     "large": (1_000_000, 300, "ual_1m.ndjson"),
@@ -226,13 +226,13 @@ def main(argv: list[str] | None = None) -> int:
 
     records, grants, fname = SIZES[args.size]
     data = args.data_dir / fname
-    truth_path = generate_ual.default_truth_path(data)
+    truth_path = sim_data.default_truth_path(data)
     results = args.results or BENCH_DIR / "results" / ("latest.md" if args.size == "large" else "latest-small.md")
     python = str(args.venv / "bin" / "python") if (args.venv / "bin" / "python").exists() else sys.executable
 
     # 1. data -------------------------------------------------------------------
     print(f"== data: {data}", flush=True)
-    meta = generate_ual.generate(data, truth_path, records, grants, args.seed,
+    meta = sim_data.generate(data, truth_path, records, grants, args.seed,
                                  jobs=os.cpu_count() or 1, force=args.force_generate)
     size = data.stat().st_size
     truth = json.loads(truth_path.read_text())
@@ -338,7 +338,7 @@ def main(argv: list[str] | None = None) -> int:
     if reference:
         var = reference.cmd[reference.cmd.index("--variant") + 1]
         lines.append(f"- reference SQL: `{duckdb_query.sql(str(data), var)}`")
-    gen_cmd = [python, "bench/generate_ual.py", "--records", str(records), "--grants", str(grants),
+    gen_cmd = [python, "bench/sim_data.py", "--records", str(records), "--grants", str(grants),
                "--seed", str(args.seed), "--out", str(data)]
     lines.append(f"- data: `{shlex.join(gen_cmd)}`")
     lines += ["", "## Machine", ""]

@@ -60,6 +60,8 @@ class LazyGroup(click.Group):
     "audit": "delegatewatch.audit_cli:audit_command",
     "ledger": "delegatewatch.ledger_cli:ledger_command",
     "doctor": "delegatewatch.collectors.doctor_cli:doctor_command",
+    "simulate": "delegatewatch.simulate.cli:simulate_command",
+    "evaluate": "delegatewatch.evaluate_cli:evaluate_command",
 })
 @click.version_option(__version__, prog_name="delegatewatch")
 def main() -> None:
