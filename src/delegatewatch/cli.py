@@ -81,12 +81,19 @@ def main() -> None:
 @click.option("--full-parse", is_flag=True, help="Parse and validate every record, not only those a rule can match.")
 @click.option("--jobs", "-j", type=click.IntRange(min=1), default=None,
               help="Worker processes for large inputs (default: the number of cores, at most 8).")
+@click.option("--engine", type=click.Choice(("embedded", "spark")), default="embedded", show_default=True,
+              help="embedded: DuckDB in this process and worker processes; spark: Spark tasks (docs/spark.md).")
+@click.option("--spark-master", default=None, metavar="URL",
+              help="Spark master for --engine spark (default local[*]; under spark-submit, the submitted one).")
+@click.option("--spark-conf", multiple=True, metavar="KEY=VALUE",
+              help="Spark configuration for --engine spark, repeatable (e.g. spark.executor.memory=4g).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar and no summary.")
 @click.option("--no-color", is_flag=True, help="No colours (NO_COLOR is honoured too).")
 def hunt(paths: tuple[str, ...], fmt: str, output: str | None, report: str | None, directory: str | None,
-         rules_dir: str | None, config_file: str | None, full_parse: bool, jobs: int | None, quiet: bool,
-         no_color: bool) -> None:
-    """Hunt audit exports (files or folders, recursively) for delegate-permission grants and their abuse."""
+         rules_dir: str | None, config_file: str | None, full_parse: bool, jobs: int | None, engine: str,
+         spark_master: str | None, spark_conf: tuple[str, ...], quiet: bool, no_color: bool) -> None:
+    """Hunt audit exports (files or folders, recursively; with --engine spark also file://, s3a://,
+    abfss://, gs://, hdfs:// URIs) for delegate-permission grants and their abuse."""
     from delegatewatch.detections.rules import RuleError, load_rules
     from delegatewatch.engine.hunt import hunt as run_hunt
     from delegatewatch.events.principals import Directory
@@ -104,21 +111,24 @@ def hunt(paths: tuple[str, ...], fmt: str, output: str | None, report: str | Non
     except (RuleError, ValueError, OSError) as exc:
         err.print(f"[red]error:[/red] {escape(str(exc))}")
         sys.exit(2)
-    files = [p for p in iter_files(paths) if os.path.isfile(p) and p != directory]
-    total = sum(os.path.getsize(p) for p in files)
-    show_progress = not quiet and err.is_terminal and total > 0
-    with Progress(TextColumn("[progress.description]{task.description}"), BarColumn(), DownloadColumn(),
-                  TimeRemainingColumn(), console=err, disable=not show_progress, transient=True) as progress:
-        task = progress.add_task("hunting", total=total)
+    if engine == "spark":
+        result = _spark_hunt(list(paths), users, rules, full_parse, directory, spark_master, spark_conf, err)
+    else:
+        files = [p for p in iter_files(paths) if os.path.isfile(p) and p != directory]
+        total = sum(os.path.getsize(p) for p in files)
+        show_progress = not quiet and err.is_terminal and total > 0
+        with Progress(TextColumn("[progress.description]{task.description}"), BarColumn(), DownloadColumn(),
+                      TimeRemainingColumn(), console=err, disable=not show_progress, transient=True) as progress:
+            task = progress.add_task("hunting", total=total)
 
-        def on_progress(path: str, size: int) -> None:
-            if path:
-                progress.update(task, advance=size, description=f"hunting {Path(path).name}")
-            else:
-                progress.update(task, advance=size)
+            def on_progress(path: str, size: int) -> None:
+                if path:
+                    progress.update(task, advance=size, description=f"hunting {Path(path).name}")
+                else:
+                    progress.update(task, advance=size)
 
-        result = run_hunt(list(paths), directory=users, rules=rules, full_parse=full_parse, jobs=jobs,
-                          exclude=[directory] if directory else [], on_progress=on_progress)
+            result = run_hunt(list(paths), directory=users, rules=rules, full_parse=full_parse, jobs=jobs,
+                              exclude=[directory] if directory else [], on_progress=on_progress)
 
     try:
         with _output(output) as out:
@@ -147,6 +157,20 @@ def hunt(paths: tuple[str, ...], fmt: str, output: str | None, report: str | Non
         sys.exit(2)
     if not quiet:
         console_out.summary(result, err)
+
+
+def _spark_hunt(paths: list[str], users: object, rules: list, full_parse: bool, directory: str | None,
+                master: str | None, conf_pairs: tuple[str, ...], err: Console):  # noqa: ANN202
+    """``hunt --engine spark``: a clear message, exit 2, when Spark cannot start or a conf pair is bad."""
+    from delegatewatch.engine.spark import SparkSettings, SparkUnavailable, parse_conf, spark_hunt
+
+    try:
+        settings = SparkSettings(master=master, conf=parse_conf(conf_pairs))
+        return spark_hunt(paths, settings=settings, directory=users, rules=rules,  # type: ignore[arg-type]
+                          full_parse=full_parse, exclude=[directory] if directory else [])
+    except (SparkUnavailable, ValueError) as exc:
+        err.print(f"[red]error:[/red] {escape(str(exc))}")
+        sys.exit(2)
 
 
 @main.command("export-events")
