@@ -5,7 +5,6 @@ input: the real corpus, the bundled demo, a file split into byte ranges, many sm
 from __future__ import annotations
 
 import json
-import shutil
 from collections import defaultdict
 from pathlib import Path
 
@@ -15,22 +14,12 @@ from click.testing import CliRunner
 from delegatewatch.cli import main
 from delegatewatch.engine import hunt as hunt_mod
 from delegatewatch.engine import spark_inputs
-from delegatewatch.engine.spark import SparkSettings, SparkTimings, parse_conf, session, spark_hunt
+from delegatewatch.engine.spark import SparkTimings, parse_conf, spark_hunt
 from delegatewatch.events.principals import Directory
 from delegatewatch.records import ReadStats
+from delegatewatch.sources import uris
 from tests.conftest import DEMO, compact, noise, ual
-
-
-@pytest.fixture(scope="module")
-def spark():
-    pytest.importorskip("pyspark")
-    if shutil.which("java") is None:
-        pytest.skip("no Java runtime: pyspark cannot start a local Spark")
-    s = session(SparkSettings(master="local[2]", conf={"spark.sql.shuffle.partitions": "2",
-                                                      "spark.ui.showConsoleProgress": "false"}))
-    s.sparkContext.setLogLevel("ERROR")
-    yield s
-    s.stop()
+from tests.spark_support import spark  # noqa: F401 - the shared local Spark fixture
 
 
 def by_rule(findings, strip: str = "") -> dict[str, list[dict]]:
@@ -164,10 +153,13 @@ def test_spark_conf_pairs():
 
 
 def test_uris_and_mounts():
-    assert spark_inputs.is_uri("s3a://bucket/logs/") and spark_inputs.is_uri("file:///tmp/x")
-    assert not spark_inputs.is_uri("/tmp/x") and not spark_inputs.is_uri(r"C:\logs\x.json")
-    assert spark_inputs.local_path("dbfs:/mnt/audit/x.json") == "/dbfs/mnt/audit/x.json"
-    assert spark_inputs.resolve("file:///tmp/a b.json")[1] == "/tmp/a b.json"
+    assert uris.is_uri("s3a://bucket/logs/") and uris.is_uri("file:///tmp/x")
+    assert not uris.is_uri("/tmp/x") and not uris.is_uri(r"C:\logs\x.json")
+    assert uris.local_path("dbfs:/mnt/audit/x.json") == "/dbfs/mnt/audit/x.json"
+    assert uris.resolve("file:///tmp/a b.json")[1] == "/tmp/a b.json"
+    assert uris.resolve("dbfs:/mnt/x")[1] == "/dbfs/mnt/x"
+    fs, inner = uris.resolve("abfss://logs@acct.dfs.core.windows.net/ual/2024")  # no network to build it
+    assert (type(fs).__name__, inner) == ("AzureFileSystem", "logs/ual/2024")
 
 
 def test_split_points_on_line_boundaries(tmp_path):

@@ -43,6 +43,24 @@ class SparkUnavailable(RuntimeError):
     """pyspark is not installed, or no Java runtime to start it."""
 
 
+class SparkJobFailed(RuntimeError):
+    """A Spark job failed (a task raised, an executor was lost for good): the first line of why."""
+
+
+def collect(rdd: Any, what: str) -> list:
+    """``rdd.collect()``, its failure a :class:`SparkJobFailed` with the task's own error message
+    rather than a page of JVM stack (the full trace is in the Spark logs)."""
+    try:
+        return rdd.collect()
+    except Exception as exc:  # Py4JJavaError / PythonException: no common base class worth naming
+        text = str(exc)
+        lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+        # a Python task error ends its traceback with "SomeError: message"; prefer that line
+        cause = next((ln for ln in lines if ln.split(":", 1)[0].endswith(("Error", "Exception"))
+                      and not ln.startswith(("org.", "py4j", "java.", "An error occurred"))), lines[0] if lines else "")
+        raise SparkJobFailed(f"Spark job '{what}' failed: {cause[:500]}") from exc
+
+
 @dataclass(frozen=True)
 class SparkSettings:
     """How to reach Spark. ``master`` None: the one ``spark-submit`` set, else ``local[*]``."""
@@ -155,8 +173,7 @@ def spark_hunt(paths: Sequence[str], *, spark: SparkSession | None = None,
         shipped = sc.broadcast((uuid.uuid4().hex, rules, full_parse, config.current()))
         try:
             sc.setJobDescription(f"delegatewatch hunt: {len(units)} units")
-            results = (sc.parallelize(units, len(units))
-                       .map(lambda u: _scan_on_executor(u, shipped)).collect())
+            results = collect(sc.parallelize(units, len(units)).map(lambda u: _scan_on_executor(u, shipped)), "hunt")
         finally:
             shipped.unpersist()
     t3 = time.perf_counter()

@@ -4,8 +4,8 @@ on an executor.
 Plain paths are local (or a shared mount every executor sees, such as Databricks' ``/dbfs``)
 and are planned exactly as the embedded hunt plans them (:func:`delegatewatch.engine.hunt.plan`).
 A URI (``file://``, ``s3://``/``s3a://``, ``abfs://``/``abfss://``, ``gs://``, ``hdfs://``) is
-listed, sized and read through :mod:`pyarrow.fs`, the one filesystem layer the driver and the
-executors share (Spark's Hadoop filesystems are JVM-side and cannot hand a Python reader a
+listed, sized and read through :mod:`pyarrow.fs` (:mod:`delegatewatch.sources.uris`), the one
+filesystem layer the driver and the executors share (Spark's Hadoop filesystems are JVM-side and cannot hand a Python reader a
 seekable stream). The readers open local paths (the EVTX parser needs a real file), so an
 executor copies its unit — a whole file, or only its byte range — to a local temporary folder
 under the file's own name (snapshot readers take the snapshot time from it), scans it, and puts
@@ -20,51 +20,19 @@ import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
-from functools import lru_cache
-from urllib.parse import urlparse
 
 import pyarrow.fs as pafs
 
 from delegatewatch.engine import hunt as hunt_mod
 from delegatewatch.engine.hunt import Unit, UnitResult
-from delegatewatch.records import ReadStats
+from delegatewatch.records import ReadStats, Record
 from delegatewatch.records.model import RecordIssue
 from delegatewatch.sources.detect import detect
 from delegatewatch.sources.opening import GZIP_MAGIC, SNIFF_BYTES, _sniff_bytes
 from delegatewatch.sources.registry import by_dialect
+from delegatewatch.sources.uris import is_uri, local_path, resolve
 
-#: Hadoop scheme spellings pyarrow knows under another name.
-_SCHEMES = {"s3a": "s3", "s3n": "s3"}
 _COPY_BLOCK = 8 << 20
-
-
-def is_uri(path: str) -> bool:
-    """A URI with a scheme (not a Windows drive letter such as ``C:\\``)."""
-    scheme = urlparse(path).scheme
-    return len(scheme) > 1
-
-
-def local_path(path: str) -> str:
-    """``dbfs:/x`` → ``/dbfs/x`` (Databricks' FUSE mount, visible on every node); other paths as given."""
-    if path.startswith("dbfs:/"):
-        return "/dbfs/" + path[len("dbfs:/"):].lstrip("/")
-    return path
-
-
-@lru_cache(maxsize=32)
-def _filesystem(scheme: str, netloc: str) -> pafs.FileSystem:
-    fs, _ = pafs.FileSystem.from_uri(f"{_SCHEMES.get(scheme, scheme)}://{netloc}/")
-    return fs
-
-
-def resolve(uri: str) -> tuple[pafs.FileSystem, str]:
-    """The pyarrow filesystem and the path inside it for ``uri``."""
-    parsed = urlparse(uri)
-    scheme = parsed.scheme.lower()
-    if scheme == "file":
-        return pafs.LocalFileSystem(), parsed.path
-    _, inner = pafs.FileSystem.from_uri(f"{_SCHEMES.get(scheme, scheme)}://{uri.split('://', 1)[1]}")
-    return _filesystem(scheme, parsed.netloc), inner
 
 
 def _join(uri: str, fs_path: str, root_inner: str) -> str:
@@ -194,21 +162,33 @@ def localised(unit: Unit) -> Iterator[Unit]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
+def _renamer(local: str, uri: str):  # noqa: ANN202
+    def fix(path: str) -> str:
+        return uri + path[len(local):] if path.startswith(local) else path
+    return fix
+
+
+def restore_record(record: Record, local: str, uri: str) -> None:
+    """Name ``uri`` where reading its local copy ``local`` wrote the copy's path into ``record``."""
+    fix = _renamer(local, uri)
+    record.source = fix(record.source)
+    dedup = record.data.get("_dedup")
+    if isinstance(dedup, str):  # snapshot readers key de-duplication on the path
+        record.data["_dedup"] = fix(dedup)
+
+
+def restore_stats(stats: ReadStats, local: str, uri: str) -> None:
+    fix = _renamer(local, uri)
+    stats.files_read = [(fix(p), d) for p, d in stats.files_read]
+    stats.files_skipped = [(fix(p), r) for p, r in stats.files_skipped]
+    stats.issues = [RecordIssue(fix(i.source), i.line, i.message, i.skipped) for i in stats.issues]
+
+
 def restore_provenance(result: UnitResult, local: str, uri: str) -> UnitResult:
     """Name ``uri`` wherever the scan of its local copy ``local`` wrote the copy's path."""
     if local == uri:
         return result
-
-    def fix(path: str) -> str:
-        return uri + path[len(local):] if path.startswith(local) else path
-
-    stats = result.stats
-    stats.files_read = [(fix(p), d) for p, d in stats.files_read]
-    stats.files_skipped = [(fix(p), r) for p, r in stats.files_skipped]
-    stats.issues = [RecordIssue(fix(i.source), i.line, i.message, i.skipped) for i in stats.issues]
+    restore_stats(result.stats, local, uri)
     for record in {id(r): r for r in [*(r for _, r in result.matches), *(r for _, r in result.collected)]}.values():
-        record.source = fix(record.source)
-        dedup = record.data.get("_dedup")
-        if isinstance(dedup, str):
-            record.data["_dedup"] = fix(dedup)
+        restore_record(record, local, uri)
     return result
