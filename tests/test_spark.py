@@ -174,3 +174,35 @@ def test_split_points_on_line_boundaries(tmp_path):
     from delegatewatch.sources import split_points
 
     assert ranges == split_points(str(path), 7)  # the local planner's ranges
+
+
+def test_spark_submit_arguments_default_to_the_spark_engine():
+    from delegatewatch.engine.spark_submit import arguments
+
+    assert arguments(["hunt", "s3a://b/ual/", "-q"]) == ["hunt", "--engine", "spark", "s3a://b/ual/", "-q"]
+    assert arguments(["hunt", "x", "--engine=embedded"]) == ["hunt", "x", "--engine=embedded"]
+    assert arguments(["rules", "list"]) == ["rules", "list"]
+
+
+def test_spark_submit_runs_the_hunt(spark, tmp_path):
+    """The documented entry point under a real ``spark-submit`` (its own JVM and master)."""
+    import os
+    import subprocess
+    import sys
+
+    import delegatewatch
+    from delegatewatch.engine import spark_submit
+
+    submit = Path(sys.executable).parent / "spark-submit"
+    if not submit.exists():
+        pytest.skip("spark-submit is not next to this Python (pyspark installed elsewhere)")
+    out = tmp_path / "findings.jsonl"
+    env = {**os.environ, "PYSPARK_PYTHON": sys.executable,
+           "PYTHONPATH": os.pathsep.join([str(Path(delegatewatch.__file__).parents[1]), os.environ.get("PYTHONPATH", "")])}
+    run = subprocess.run([str(submit), "--master", "local[1]", "--conf", "spark.ui.enabled=false", spark_submit.__file__,
+                          "hunt", str(DEMO), "--directory", str(DEMO / "directory.csv"), "--format", "jsonl", "-q",
+                          "--output", str(out)], env=env, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-2000:]
+    embedded = CliRunner().invoke(main, ["hunt", str(DEMO), "--directory", str(DEMO / "directory.csv"),
+                                         "--format", "jsonl", "-q"])
+    assert out.read_text() == embedded.stdout and embedded.stdout
