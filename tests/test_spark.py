@@ -160,6 +160,9 @@ def test_uris_and_mounts():
     assert uris.resolve("dbfs:/mnt/x")[1] == "/dbfs/mnt/x"
     fs, inner = uris.resolve("abfss://logs@acct.dfs.core.windows.net/ual/2024")  # no network to build it
     assert (type(fs).__name__, inner) == ("AzureFileSystem", "logs/ual/2024")
+    assert uris.inner_path("s3a://audit/ual/2024/a.json.gz") == "audit/ual/2024/a.json.gz"
+    assert uris.inner_path("gs://audit/") == "audit"
+    assert uris.inner_path("hdfs://namenode:8020/data/ual") == "/data/ual"
 
 
 def test_split_points_on_line_boundaries(tmp_path):

@@ -32,19 +32,31 @@ def _filesystem(scheme: str, netloc: str) -> pafs.FileSystem:
     return fs
 
 
+def inner_path(uri: str) -> str:
+    """The path inside the URI's filesystem, without contacting it: ``bucket/key`` for object
+    stores (S3, GCS), ``container/path`` for Azure (the account is the filesystem), the path for
+    HDFS and ``file://``."""
+    parsed = urlparse(uri)
+    scheme = _SCHEMES.get(parsed.scheme.lower(), parsed.scheme.lower())
+    if scheme in ("s3", "gs", "gcs"):
+        return f"{parsed.netloc}{parsed.path}".rstrip("/") or parsed.netloc
+    if scheme in ("abfs", "abfss"):
+        container = parsed.netloc.split("@", 1)[0]
+        return f"{container}{parsed.path}".rstrip("/") or container
+    return parsed.path or "/"
+
+
 def resolve(path: str) -> tuple[pafs.FileSystem, str]:
     """The pyarrow filesystem and the path inside it for a URI or a plain path (one client per
-    bucket or account, reused)."""
+    bucket or storage account, made on first use and reused)."""
     path = local_path(path)
     if not is_uri(path):
         return pafs.LocalFileSystem(), path
     parsed = urlparse(path)
-    scheme = parsed.scheme.lower()
+    scheme = _SCHEMES.get(parsed.scheme.lower(), parsed.scheme.lower())
     if scheme == "file":
         return pafs.LocalFileSystem(), parsed.path
-    scheme = _SCHEMES.get(scheme, scheme)
-    _, inner = pafs.FileSystem.from_uri(f"{scheme}://{path.split('://', 1)[1]}")
-    return _filesystem(scheme, parsed.netloc), inner
+    return _filesystem(scheme, parsed.netloc), inner_path(path)
 
 
 def join(base: str, *parts: str) -> str:
