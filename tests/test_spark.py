@@ -19,6 +19,7 @@ from delegatewatch.events.principals import Directory
 from delegatewatch.records import ReadStats
 from delegatewatch.sources import uris
 from tests.conftest import DEMO, compact, noise, ual
+from tests.test_engine import big_file  # noqa: F401 - the same generated file as the parallel-hunt tests
 from tests.spark_support import spark  # noqa: F401 - the shared local Spark fixture
 
 
@@ -64,23 +65,10 @@ def test_demo_with_directory_same_findings(spark):
 
 
 @pytest.fixture
-def split_file(tmp_path, monkeypatch):
-    """~1.5 MB NDJSON with grants, repeats across ranges and broken lines; split at 64 KB."""
-    lines = []
-    for i in range(4000):
-        lines.append(compact(noise(i)))
-        if i % 89 == 0:
-            lines.append(compact(ual(rid=f"b0000000-0000-0000-0000-{i:012d}", Identity=f"m{i}@contoso.com",
-                                     User="eve@contoso.com", AccessRights="FullAccess")))
-        if i % 700 == 0:
-            lines.append('{"Operation":"Add-MailboxPermission","AccessRights":"FullAccess","Id":"broken')
-        if i % 900 == 899:
-            lines.append(compact(ual(rid="b0000000-0000-0000-0000-000000000089", Identity="m89@contoso.com",
-                                     User="eve@contoso.com", AccessRights="FullAccess")))
-    path = tmp_path / "big.ndjson"
-    path.write_text("\n".join(lines) + "\n")
+def split_file(big_file, monkeypatch):
+    """test_engine's ~2 MB NDJSON (grants, repeats across ranges, broken lines), split at 64 KB."""
     monkeypatch.setattr(hunt_mod, "SPLIT_MIN", 1 << 16)
-    return path
+    return big_file
 
 
 def test_file_split_in_ranges_same_findings_and_line_numbers(spark, split_file):
@@ -177,6 +165,9 @@ def test_split_points_on_line_boundaries(tmp_path):
     from delegatewatch.sources import split_points
 
     assert ranges == split_points(str(path), 7)  # the local planner's ranges
+    # a target exactly at a line start: both planners finish that line (readline's semantics)
+    for parts in range(2, 40):
+        assert spark_inputs._split_points(path.as_uri(), size, parts) == split_points(str(path), parts)
 
 
 def test_spark_submit_arguments_default_to_the_spark_engine():

@@ -27,6 +27,7 @@ from delegatewatch.engine import hunt as hunt_mod
 from delegatewatch.engine.hunt import Unit, UnitResult
 from delegatewatch.records import ReadStats, Record
 from delegatewatch.records.model import RecordIssue
+from delegatewatch.sources import line_bounds
 from delegatewatch.sources.detect import detect
 from delegatewatch.sources.opening import GZIP_MAGIC, SNIFF_BYTES, _sniff_bytes
 from delegatewatch.sources.registry import by_dialect
@@ -77,28 +78,27 @@ def _head(uri: str, size: int) -> bytes:
 
 
 def _split_points(uri: str, size: int, parts: int) -> list[tuple[int, int]]:
-    """Byte ranges of about equal size on line boundaries (the remote twin of
-    :func:`delegatewatch.sources.split_points`: one seek and a short read per boundary)."""
+    """:func:`delegatewatch.sources.split_points` for a URI: each boundary is found with one seek and
+    64 KB reads (a remote file's readline would be one request per few bytes)."""
     fs, inner = resolve(uri)
-    bounds = [0]
     with fs.open_input_file(inner) as f:
-        for i in range(1, parts):
-            target = max(size * i // parts, bounds[-1])
-            pos = target
-            while pos < size:  # finish the line that straddles the target
+
+        def line_start(target: int) -> int:
+            if target == 0:
+                return 0
+            pos = target  # as readline from target: past the first newline at or after it
+            while pos < size:
                 f.seek(pos)
                 chunk = f.read(1 << 16)
+                if not chunk:
+                    break
                 nl = chunk.find(b"\n")
                 if nl >= 0:
-                    pos += nl + 1
-                    break
+                    return pos + nl + 1
                 pos += len(chunk)
-            if pos >= size:
-                break
-            if pos > bounds[-1]:
-                bounds.append(pos)
-    bounds.append(size)
-    return list(zip(bounds, bounds[1:]))
+            return size
+
+        return line_bounds(size, parts, line_start)
 
 
 def plan(paths: Sequence[str], parallelism: int, stats: ReadStats, exclude: Sequence[str] = ()) -> list[Unit]:
