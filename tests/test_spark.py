@@ -86,6 +86,9 @@ def test_file_split_in_ranges_same_findings_and_line_numbers(spark, split_file):
         assert ev.record_id in lines[ev.line - 1]
     assert [i.line for i in on_spark.stats.issues] == [i.line for i in embedded.stats.issues]
     assert on_spark.stats.duplicates == embedded.stats.duplicates > 0
+    full = spark_hunt([str(split_file)], spark=spark, full_parse=True)  # every record parsed and validated
+    assert_same(hunt_mod.hunt([str(split_file)], jobs=1, full_parse=True), full)
+    assert full.stats.records_parsed > on_spark.stats.records_parsed
 
 
 def test_file_uris_of_a_folder_and_of_a_split_file(spark, split_file):
@@ -132,6 +135,11 @@ def test_cli_engine_spark_same_jsonl_as_embedded(spark, corpus):
                                     "--spark-master", "local[2]", "--spark-conf", "spark.sql.shuffle.partitions=2"])
     assert embedded.exit_code == 0 and on_spark.exit_code == 0, on_spark.output
     assert on_spark.stdout == embedded.stdout and embedded.stdout.count("\n") > 5
+
+
+def test_embedded_engine_refuses_uris_with_a_clear_message(tmp_path):
+    out = CliRunner().invoke(main, ["hunt", tmp_path.as_uri(), "-q"])
+    assert out.exit_code == 2 and "--engine spark" in out.stderr
 
 
 def test_spark_conf_pairs():

@@ -116,6 +116,7 @@ def hunt(paths: tuple[str, ...], fmt: str, output: str | None, report: str | Non
     from delegatewatch.outputs import console as console_out
     from delegatewatch.outputs import csv_out, jsonl
     from delegatewatch.sources import iter_files
+    from delegatewatch.sources.uris import is_uri, local_path
 
     from delegatewatch import config
 
@@ -126,6 +127,9 @@ def hunt(paths: tuple[str, ...], fmt: str, output: str | None, report: str | Non
         users = Directory.load(directory) if directory else None
     except (RuleError, ValueError, OSError) as exc:
         err.print(f"[red]error:[/red] {escape(str(exc))}")
+        sys.exit(2)
+    if engine == "embedded" and any(is_uri(local_path(p)) for p in paths):
+        err.print("[red]error:[/red] URI inputs (s3a://, abfss://, file:// …) are read with --engine spark")
         sys.exit(2)
     if engine == "spark":
         result = _spark_hunt(list(paths), users, rules, full_parse, directory, spark_master, spark_conf, err)

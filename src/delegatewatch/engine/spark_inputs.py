@@ -106,9 +106,9 @@ def plan(paths: Sequence[str], parallelism: int, stats: ReadStats, exclude: Sequ
     byte ranges of large plain UTF-8 NDJSON files (ranges: ``2 × parallelism`` per file)."""
     units: list[Unit] = []
     skip = set(exclude)
-    for path in paths:
+    for path in map(local_path, paths):  # dbfs:/ is the /dbfs mount every node has: a plain path
         if not is_uri(path):
-            units += hunt_mod.plan([local_path(path)], parallelism, stats, exclude)
+            units += hunt_mod.plan([path], parallelism, stats, exclude)
             continue
         for uri, size in list_uri(path, stats):
             if uri in skip:
