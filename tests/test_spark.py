@@ -208,3 +208,17 @@ def test_spark_submit_runs_the_hunt(spark, tmp_path):
     embedded = CliRunner().invoke(main, ["hunt", str(DEMO), "--directory", str(DEMO / "directory.csv"),
                                          "--format", "jsonl", "-q"])
     assert out.read_text() == embedded.stdout and embedded.stdout
+
+
+def test_no_java_is_a_clear_error_exit_2(monkeypatch, tmp_path):
+    pyspark_sql = pytest.importorskip("pyspark.sql")
+    from delegatewatch.engine import spark as spark_mod
+
+    monkeypatch.setattr(pyspark_sql.SparkSession, "getActiveSession", classmethod(lambda cls: None))
+    monkeypatch.setattr(spark_mod.shutil, "which", lambda name: None)
+    monkeypatch.delenv("JAVA_HOME", raising=False)
+    monkeypatch.delenv("PYSPARK_GATEWAY_PORT", raising=False)
+    with pytest.raises(spark_mod.SparkUnavailable, match="no Java runtime"):
+        spark_mod.session()
+    out = CliRunner().invoke(main, ["hunt", str(tmp_path), "--engine", "spark", "-q"])
+    assert out.exit_code == 2 and "no Java runtime" in out.stderr and "Traceback" not in out.output

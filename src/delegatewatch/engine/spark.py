@@ -17,6 +17,7 @@ engine once per hunt. Results are collected in unit order, so findings are the e
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 import time
 import uuid
@@ -95,7 +96,7 @@ def session(settings: SparkSettings = SparkSettings()) -> SparkSession:
     # spark-submit starts the JVM first and hands Python its gateway; the master is then its own
     submitted = bool(os.environ.get("PYSPARK_GATEWAY_PORT"))
     master = settings.master or (None if submitted else DEFAULT_MASTER)
-    if not submitted and not (os.environ.get("JAVA_HOME") or _which("java")):
+    if not submitted and not (os.environ.get("JAVA_HOME") or shutil.which("java")):
         raise SparkUnavailable("no Java runtime (set JAVA_HOME or put java on PATH) to start Spark")
     builder = SparkSession.builder.appName(settings.app_name)
     if master:
@@ -114,10 +115,13 @@ def session(settings: SparkSettings = SparkSettings()) -> SparkSession:
         raise SparkUnavailable(f"cannot start Spark (master {master or 'from spark-submit'}): {exc}") from exc
 
 
-def _which(name: str) -> str | None:
-    import shutil
-
-    return shutil.which(name)
+def local_python(sc: Any) -> None:
+    """Local mode runs the workers on this machine: with neither ``PYSPARK_PYTHON`` nor
+    ``spark.pyspark.python`` set, use this very interpreter (it has delegatewatch) rather than the
+    bare ``python3`` a session made elsewhere (a notebook, another library) would start."""
+    if (str(sc.master).startswith("local") and not os.environ.get("PYSPARK_PYTHON")
+            and not sc.getConf().get("spark.pyspark.python")):
+        sc.pythonExec = sys.executable
 
 
 # -- executors ---------------------------------------------------------------------------------
@@ -164,6 +168,7 @@ def spark_hunt(paths: Sequence[str], *, spark: SparkSession | None = None,
     if spark is None:
         spark = session(settings)
     sc = spark.sparkContext
+    local_python(sc)
     t1 = time.perf_counter()
     stats = ReadStats()
     units = plan(paths, max(1, sc.defaultParallelism), stats, exclude)

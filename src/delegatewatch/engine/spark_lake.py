@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from delegatewatch.engine.export_lake import LakeResult, count_lines, write_unit
-from delegatewatch.engine.spark import SparkSettings, collect, session
+from delegatewatch.engine.spark import SparkSettings, collect, local_python, session
 from delegatewatch.engine.spark_inputs import plan
 from delegatewatch.events.principals import Directory
 from delegatewatch.outputs.event_lake import run_name
@@ -29,6 +29,7 @@ def spark_export_lake(paths: Sequence[str], root: str, *, spark: SparkSession | 
     """Write the event lake of ``paths`` under ``root`` (a path every executor sees, or a URI)."""
     spark = spark if spark is not None else session(settings)
     sc = spark.sparkContext
+    local_python(sc)
     result = LakeResult(ReadStats())
     units = plan(paths, max(1, sc.defaultParallelism), result.stats, exclude)
     if not units:
