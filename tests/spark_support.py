@@ -13,8 +13,13 @@ def spark():
     pytest.importorskip("pyspark", reason="pyspark is not installed")
     if shutil.which("java") is None:
         pytest.skip("no Java runtime: pyspark cannot start a local Spark")
+    from pyspark.sql import SparkSession
+
     from delegatewatch.engine.spark import SparkSettings, session
 
+    other = SparkSession.getActiveSession()
+    if other is not None:  # another module's session (e.g. local[1]): these tests need two cores' planning
+        other.stop()
     s = session(SparkSettings(master="local[2]", conf={"spark.sql.shuffle.partitions": "2",
                                                       "spark.ui.showConsoleProgress": "false"}))
     s.sparkContext.setLogLevel("ERROR")
