@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TextIO
 
@@ -68,6 +68,27 @@ def main() -> None:
     """Find additional email delegate permissions (MITRE ATT&CK T1098.002) and their abuse."""
 
 
+def _engine_options(command: Callable) -> Callable:
+    """--engine, --spark-master, --spark-conf (hunt and export-events)."""
+    for option in reversed([
+        click.option("--engine", type=click.Choice(("embedded", "spark")), default="embedded", show_default=True,
+                     help="embedded: DuckDB in this process and worker processes; spark: Spark tasks "
+                          "(docs/spark.md)."),
+        click.option("--spark-master", default=None, metavar="URL",
+                     help="Spark master for --engine spark (default local[*]; under spark-submit, the submitted one)."),
+        click.option("--spark-conf", multiple=True, metavar="KEY=VALUE",
+                     help="Spark configuration for --engine spark, repeatable (e.g. spark.executor.memory=4g)."),
+    ]):
+        command = option(command)
+    return command
+
+
+def _spark_settings(master: str | None, conf_pairs: tuple[str, ...]):  # noqa: ANN202
+    from delegatewatch.engine.spark import SparkSettings, parse_conf
+
+    return SparkSettings(master=master, conf=parse_conf(conf_pairs))
+
+
 @main.command()
 @click.argument("paths", nargs=-1, required=True)
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True,
@@ -84,18 +105,21 @@ def main() -> None:
 @click.option("--full-parse", is_flag=True, help="Parse and validate every record, not only those a rule can match.")
 @click.option("--jobs", "-j", type=click.IntRange(min=1), default=None,
               help="Worker processes for large inputs (default: the number of cores, at most 8).")
+@_engine_options
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar and no summary.")
 @click.option("--no-color", is_flag=True, help="No colours (NO_COLOR is honoured too).")
 def hunt(paths: tuple[str, ...], fmt: str, output: str | None, report: str | None, directory: str | None,
-         rules_dir: str | None, config_file: str | None, full_parse: bool, jobs: int | None, quiet: bool,
-         no_color: bool) -> None:
-    """Hunt audit exports (files or folders, recursively) for delegate-permission grants and their abuse."""
+         rules_dir: str | None, config_file: str | None, full_parse: bool, jobs: int | None, engine: str,
+         spark_master: str | None, spark_conf: tuple[str, ...], quiet: bool, no_color: bool) -> None:
+    """Hunt audit exports (files or folders, recursively; with --engine spark also file://, s3a://,
+    abfss://, gs://, hdfs:// URIs) for delegate-permission grants and their abuse."""
     from delegatewatch.detections.rules import RuleError, load_rules
     from delegatewatch.engine.hunt import hunt as run_hunt
     from delegatewatch.events.principals import Directory
     from delegatewatch.outputs import console as console_out
     from delegatewatch.outputs import csv_out, jsonl
     from delegatewatch.sources import iter_files
+    from delegatewatch.sources.uris import is_uri, local_path
 
     from delegatewatch import config
 
@@ -107,21 +131,27 @@ def hunt(paths: tuple[str, ...], fmt: str, output: str | None, report: str | Non
     except (RuleError, ValueError, OSError) as exc:
         err.print(f"[red]error:[/red] {escape(str(exc))}")
         sys.exit(2)
-    files = [p for p in iter_files(paths) if os.path.isfile(p) and p != directory]
-    total = sum(os.path.getsize(p) for p in files)
-    show_progress = not quiet and err.is_terminal and total > 0
-    with Progress(TextColumn("[progress.description]{task.description}"), BarColumn(), DownloadColumn(),
-                  TimeRemainingColumn(), console=err, disable=not show_progress, transient=True) as progress:
-        task = progress.add_task("hunting", total=total)
+    if engine == "embedded" and any(is_uri(local_path(p)) for p in paths):
+        err.print("[red]error:[/red] URI inputs (s3a://, abfss://, file:// …) are read with --engine spark")
+        sys.exit(2)
+    if engine == "spark":
+        result = _spark_hunt(list(paths), users, rules, full_parse, directory, spark_master, spark_conf, err)
+    else:
+        files = [p for p in iter_files(paths) if os.path.isfile(p) and p != directory]
+        total = sum(os.path.getsize(p) for p in files)
+        show_progress = not quiet and err.is_terminal and total > 0
+        with Progress(TextColumn("[progress.description]{task.description}"), BarColumn(), DownloadColumn(),
+                      TimeRemainingColumn(), console=err, disable=not show_progress, transient=True) as progress:
+            task = progress.add_task("hunting", total=total)
 
-        def on_progress(path: str, size: int) -> None:
-            if path:
-                progress.update(task, advance=size, description=f"hunting {Path(path).name}")
-            else:
-                progress.update(task, advance=size)
+            def on_progress(path: str, size: int) -> None:
+                if path:
+                    progress.update(task, advance=size, description=f"hunting {Path(path).name}")
+                else:
+                    progress.update(task, advance=size)
 
-        result = run_hunt(list(paths), directory=users, rules=rules, full_parse=full_parse, jobs=jobs,
-                          exclude=[directory] if directory else [], on_progress=on_progress)
+            result = run_hunt(list(paths), directory=users, rules=rules, full_parse=full_parse, jobs=jobs,
+                              exclude=[directory] if directory else [], on_progress=on_progress)
 
     try:
         with _output(output) as out:
@@ -152,29 +182,59 @@ def hunt(paths: tuple[str, ...], fmt: str, output: str | None, report: str | Non
         console_out.summary(result, err)
 
 
+def _spark_hunt(paths: list[str], users: object, rules: list, full_parse: bool, directory: str | None,
+                master: str | None, conf_pairs: tuple[str, ...], err: Console):  # noqa: ANN202
+    """``hunt --engine spark``: a clear message, exit 2, when Spark cannot start or a conf pair is bad."""
+    from delegatewatch.engine.spark import SparkJobFailed, SparkUnavailable, spark_hunt
+
+    try:
+        return spark_hunt(paths, settings=_spark_settings(master, conf_pairs), directory=users, rules=rules,  # type: ignore[arg-type]
+                          full_parse=full_parse, exclude=[directory] if directory else [])
+    except (SparkUnavailable, SparkJobFailed, ValueError) as exc:
+        err.print(f"[red]error:[/red] {escape(str(exc))}")
+        sys.exit(2)
+
+
 @main.command("export-events")
 @click.argument("paths", nargs=-1, required=True)
-@click.option("--format", "fmt", type=click.Choice(("ocsf", "parquet")), default="ocsf", show_default=True,
-              help="OCSF JSON lines, or Parquet in the Amazon Security Lake layout.")
+@click.option("--format", "fmt", type=click.Choice(("ocsf", "parquet", "lake")), default="ocsf", show_default=True,
+              help="OCSF JSON lines; Parquet in the Amazon Security Lake layout; or the event lake (every record, "
+                   "OCSF-aligned Parquet by event_day, huntable: docs/spark.md).")
 @click.option("--output", "-o", required=True,
-              help="File for ocsf ('-' for stdout; a folder gets events.ocsf.jsonl); folder for parquet.")
+              help="File for ocsf ('-' for stdout; a folder gets events.ocsf.jsonl); folder for parquet; folder or "
+                   "URI for lake.")
 @click.option("--directory", type=click.Path(exists=True, dir_okay=False), help="Entra ID users export (CSV).")
 @click.option("--region", default="us-east-1", show_default=True, help="Security Lake partition: region.")
 @click.option("--account-id", default="000000000000", show_default=True, help="Security Lake partition: account.")
+@_engine_options
 @click.option("--quiet", "-q", is_flag=True, help="No summary.")
 def export_events_cmd(paths: tuple[str, ...], fmt: str, output: str, directory: str | None, region: str,
-                      account_id: str, quiet: bool) -> None:
+                      account_id: str, engine: str, spark_master: str | None, spark_conf: tuple[str, ...],
+                      quiet: bool) -> None:
     """Write the normalised events of audit exports as OCSF: permission changes as User Access
-    Management (3005), sent mail as Email Activity (4009)."""
+    Management (3005), sent mail as Email Activity (4009); or every record into the event lake."""
     from delegatewatch.engine.export_events import export_events
     from delegatewatch.events.principals import Directory
 
     err = _console(False, stderr=True)
+    exclude = [directory] if directory else []
     try:
         users = Directory.load(directory) if directory else None
-        target = sys.stdout if output == "-" else output
-        result = export_events(list(paths), fmt, target, directory=users, region=region, account_id=account_id)
-    except (ValueError, OSError) as exc:
+        if engine == "spark" and fmt != "lake":
+            raise ValueError("--engine spark writes --format lake only")
+        if fmt == "lake" and engine == "spark":
+            from delegatewatch.engine.spark_lake import spark_export_lake
+
+            result = spark_export_lake(list(paths), output, settings=_spark_settings(spark_master, spark_conf),
+                                       directory=users, exclude=exclude)
+        elif fmt == "lake":
+            from delegatewatch.engine.export_lake import export_lake
+
+            result = export_lake(list(paths), output, directory=users, exclude=exclude)
+        else:
+            target = sys.stdout if output == "-" else output
+            result = export_events(list(paths), fmt, target, directory=users, region=region, account_id=account_id)
+    except (ValueError, OSError, RuntimeError) as exc:  # RuntimeError: SparkUnavailable
         err.print(f"[red]error:[/red] {escape(str(exc))}")
         sys.exit(2)
     if not quiet:

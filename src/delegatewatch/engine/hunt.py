@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
@@ -236,13 +236,6 @@ def hunt(paths: Sequence[str], *, directory: Directory | None = None, rules: Seq
     jobs = default_jobs() if jobs is None else max(1, jobs)
     stats = ReadStats()
     units = plan(paths, jobs, stats, exclude)
-    resolver = Resolver(directory)
-    mappers: dict[str, Any] = {}
-    seen: set[str] = set()
-    matched: list[tuple[int, Record]] = []
-    collected: dict[str, list[Record]] = {}
-    candidates = 0
-    line_offset: dict[str, int] = {}
     reported = [0]
 
     def on_bytes(n: int) -> None:  # in-process reading reports as it goes
@@ -250,7 +243,30 @@ def hunt(paths: Sequence[str], *, directory: Directory | None = None, rules: Seq
         if on_progress is not None:
             on_progress("", n)
 
-    for unit, result in zip(units, _run_units(units, rules, full_parse, jobs, on_bytes)):
+    def on_unit(unit: Unit) -> None:
+        if on_progress is not None:
+            on_progress(unit.path, max(0, unit.size - reported[0]))  # the rest of the unit
+        reported[0] = 0
+
+    return merge(units, _run_units(units, rules, full_parse, jobs, on_bytes), rules, stats,
+                 directory=directory, on_unit=on_unit)
+
+
+def merge(units: Sequence[Unit], results: Iterable[UnitResult], rules: Sequence[Rule], stats: ReadStats, *,
+          directory: Directory | None = None, on_unit: Callable[[Unit], None] | None = None) -> HuntResult:
+    """The driver's half of every engine: ``results`` (one per unit, in unit order, from worker
+    processes or Spark tasks) merged into one hunt — cross-unit de-duplication, line renumbering,
+    events, findings, whole-input analytics, context and the allow-list."""
+    rules = list(rules)
+    resolver = Resolver(directory)
+    mappers: dict[str, Any] = {}
+    seen: set[str] = set()
+    matched: list[tuple[int, Record]] = []
+    collected: dict[str, list[Record]] = {}
+    candidates = 0
+    line_offset: dict[str, int] = {}
+
+    for unit, result in zip(units, results):
         offset = line_offset.get(unit.path, 0) if unit.end is not None else 0
         merge_stats(stats, result.stats, offset)
         for rule_index, record in result.matches:
@@ -272,9 +288,8 @@ def hunt(paths: Sequence[str], *, directory: Directory | None = None, rules: Seq
         candidates += result.candidates - (len(result.ids) - (len(seen) - before))
         if unit.end is not None:
             line_offset[unit.path] = offset + result.lines
-        if on_progress is not None:
-            on_progress(unit.path, max(0, unit.size - reported[0]))  # the rest of the unit
-        reported[0] = 0
+        if on_unit is not None:
+            on_unit(unit)
 
     findings: list[Finding] = []
     events_by_finding: dict[str, Event | None] = {}

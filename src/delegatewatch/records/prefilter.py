@@ -90,6 +90,10 @@ class Prefilter:
                                                    or key.search(block, max(begin, s - _KEY_WINDOW), s)):
                 yield name.decode("ascii", "replace").lower(), s, e
 
+    def wants_line(self, line: bytes) -> bool:
+        """Both stages on one raw record (a line, or a row's JSON text)."""
+        return any(self.keep(op, line) for op, _, _ in self.hits(line, 0, len(line)))
+
     def keep(self, operation: str, line: bytes, start: int = 0, end: int | None = None) -> bool:
         """Stage two on ``line[start:end]``, a raw line whose operation stage one found."""
         search = self._stage_two.get(operation)

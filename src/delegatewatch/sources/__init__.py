@@ -8,7 +8,7 @@ a decoded item into the UAL record).
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 
 from delegatewatch.records import ReadStats, Record
 from delegatewatch.records.prefilter import Prefilter
@@ -65,19 +65,27 @@ def read_file(path: str, stats: ReadStats, prefilter: Prefilter | None = None,
 
 def split_points(path: str, parts: int) -> list[tuple[int, int]]:
     """Byte ranges of about equal size that start and end on line boundaries."""
-    size = os.path.getsize(path)
-    bounds = [0]
     with open(path, "rb") as f:
-        for i in range(1, parts):
-            target = max(size * i // parts, bounds[-1])
+
+        def line_start(target: int) -> int:
             f.seek(target)
             if target > 0:
                 f.readline()  # finish the line that straddles the target
-            pos = f.tell()
-            if pos >= size:
-                break
-            if pos > bounds[-1]:
-                bounds.append(pos)
+            return f.tell()
+
+        return line_bounds(os.path.getsize(path), parts, line_start)
+
+
+def line_bounds(size: int, parts: int, line_start: Callable[[int], int]) -> list[tuple[int, int]]:
+    """``parts`` byte ranges of about ``size / parts``; ``line_start(offset)`` is where the first line
+    starting at or after ``offset`` begins (a local file's readline, or chunked reads of a remote one)."""
+    bounds = [0]
+    for i in range(1, parts):
+        pos = line_start(max(size * i // parts, bounds[-1]))
+        if pos >= size:
+            break
+        if pos > bounds[-1]:
+            bounds.append(pos)
     bounds.append(size)
     return list(zip(bounds, bounds[1:]))
 

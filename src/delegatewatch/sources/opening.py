@@ -18,6 +18,7 @@ SNIFF_BYTES = 64 * 1024
 EVTX_MAGIC = b"ElfFile\x00"
 ZIP_MAGIC = b"PK\x03\x04"
 GZIP_MAGIC = b"\x1f\x8b"
+PARQUET_MAGIC = b"PAR1"
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,8 +104,8 @@ def sniff(path: str) -> Opened:
 def _sniff_bytes(head: bytes) -> Opened:
     if not head:
         return Opened(None, 0, False, b"", not_text="empty file")
-    if head.startswith(EVTX_MAGIC):
-        return Opened("binary", 0, False, head)  # a binary format a reader may claim (Windows .evtx)
+    if head.startswith(EVTX_MAGIC) or head.startswith(PARQUET_MAGIC):
+        return Opened("binary", 0, False, head)  # a binary format a reader may claim (.evtx, event lake)
     if head.startswith(ZIP_MAGIC):
         return Opened(None, 0, False, b"", not_text="zip archive: extract it and hunt the folder")
     if head.startswith(codecs.BOM_UTF8):
