@@ -8,6 +8,13 @@ Unified-audit-log records (family ``m365``) are prefiltered by operation, so a m
 wants some of them lists their operations in ``M365_OPERATIONS`` (e.g. ``{"Send", "SendAs"}``, or
 a function returning them, so configuration can switch them on); the prefilter then keeps them and
 they reach the module's ``analyze`` with its own family's records.
+
+Operations that are a large share of real audit logs and mostly irrelevant (``MailItemsAccessed``
+and ``MailboxLogin``: owner access is most of them) can be asked for conditionally:
+``M365_REQUIRES = {"MailItemsAccessed": ("logontype\":2", …)}`` feeds a record of that operation
+only when its raw line contains one of the lower-case literals (the prefilter's second stage; an
+over-match is possible, so the module re-checks the parsed value; ``--full-parse`` feeds them all).
+A module without ``analyze`` is only fed (the hunt hands its records on, e.g. to the incidents).
 """
 
 from __future__ import annotations
@@ -23,13 +30,35 @@ def _modules() -> tuple:
     return tuple(importlib.import_module(f"{__name__}.{info.name}") for info in pkgutil.iter_modules(__path__))
 
 
-def m365_feeds() -> dict[str, str]:
-    """Operation (lower-case) of unified-audit-log records → the analytics module (family) they feed."""
-    out: dict[str, str] = {}
+def _wanted(module) -> dict[str, frozenset[str] | None]:
+    """A module's operations (lower-case) → the literals one of which a line needs (None: every line)."""
+    ops = getattr(module, "M365_OPERATIONS", ())
+    out: dict[str, frozenset[str] | None] = {op.lower(): None for op in (ops() if callable(ops) else ops)}
+    for op, literals in getattr(module, "M365_REQUIRES", {}).items():
+        if op.lower() not in out:
+            out[op.lower()] = frozenset(x.lower() for x in literals)
+    return out
+
+
+def m365_feeds() -> dict[str, tuple[str, ...]]:
+    """Operation (lower-case) of unified-audit-log records → the analytics modules (families) they feed."""
+    out: dict[str, tuple[str, ...]] = {}
     for module in _modules():
-        ops = getattr(module, "M365_OPERATIONS", ())
-        for op in (ops() if callable(ops) else ops):
-            out[op.lower()] = module.__name__.rsplit(".", 1)[-1]
+        for op in _wanted(module):
+            out[op] = (*out.get(op, ()), module.__name__.rsplit(".", 1)[-1])
+    return out
+
+
+def m365_feed_literals() -> dict[str, frozenset[str] | None]:
+    """Operation (lower-case) → literals one of which a line must contain to feed any module
+    (None: every record of the operation is wanted)."""
+    out: dict[str, frozenset[str] | None] = {}
+    for module in _modules():
+        for op, literals in _wanted(module).items():
+            if op in out:
+                out[op] = None if out[op] is None or literals is None else out[op] | literals  # type: ignore[operator]
+            else:
+                out[op] = literals
     return out
 
 

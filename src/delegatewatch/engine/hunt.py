@@ -25,10 +25,12 @@ from delegatewatch.detections.rules import Rule, load_rules
 from delegatewatch.events.model import Event
 from delegatewatch.events.principals import Directory, Resolver
 from delegatewatch import config
-from delegatewatch.analytics import analytic_for, m365_feeds
+from delegatewatch.analytics import analytic_for, incident_feed, m365_feed_literals, m365_feeds
 from delegatewatch.events.registry import mapper_for
 from delegatewatch.findings.allow import apply_allow_list
 from delegatewatch.findings.build import apply_context, build, sort_findings
+from delegatewatch.findings.identities import Identities
+from delegatewatch.findings.incidents import Incident, build_incidents
 from delegatewatch.findings.model import Finding
 from delegatewatch.records import ReadStats, Record
 from delegatewatch.records.model import merge_stats
@@ -54,6 +56,11 @@ class HuntResult:
     by_severity: dict[str, int] = field(default_factory=dict)
     #: the raw record behind every piece of evidence, by record id (for reports that show it)
     records: dict[str, dict] = field(default_factory=dict)
+    #: grant → use incidents, most risky first (findings/incidents.py); every finding is in one
+    incidents: list[Incident] = field(default_factory=list)
+    #: uses and precursors read (analytics/incident_feed.py), and how many of them joined no grant
+    activities: int = 0
+    activities_unmatched: int = 0
 
 
 @dataclass(frozen=True)
@@ -85,13 +92,15 @@ def prefilter_for(rules: Sequence[Rule], *, literals: bool = True) -> Prefilter 
     rules = [r for r in rules if r.family == "m365"]
     if not rules or any(not r.operations for r in rules):
         return None
-    feeds = m365_feeds()  # operations analytics want whole (no literal test for them)
+    feeds = m365_feed_literals()  # operations analytics want: whole (None) or with one of some literals
     operations = set().union(*(r.operations for r in rules)) | set(feeds)
     needed: dict[str, set[str] | None] = {}
     if literals:
         for op in {o.lower() for o in operations}:
             reqs = [r.required for r in rules if op in {o.lower() for o in r.operations}]
-            needed[op] = None if op in feeds or any(q is None for q in reqs) else set().union(*reqs)  # type: ignore[arg-type]
+            if op in feeds:
+                reqs.append(feeds[op])
+            needed[op] = None if any(q is None for q in reqs) else set().union(*reqs)  # type: ignore[arg-type]
     return Prefilter.for_operations(operations, needed)
 
 
@@ -149,8 +158,7 @@ def _scan(unit: Unit) -> UnitResult:
                 collected.append((record.family, record))
         elif feeds:
             op = record.data.get("Operation")
-            feed = feeds.get(op.lower()) if isinstance(op, str) else None
-            if feed is not None:
+            for feed in feeds.get(op.lower(), ()) if isinstance(op, str) else ():
                 collected.append((feed, record))
         if wanted is not None and record.family == "m365" and not wanted.wants(record.data):
             continue
@@ -227,6 +235,24 @@ def default_jobs() -> int:
     return max(1, min(os.cpu_count() or 1, 8))
 
 
+def _correlate(result: HuntResult, fed: list[Record], resolver: Resolver) -> None:
+    """Grant → use incidents from the final findings and the records the incident feed collected;
+    the evidence records of their uses and precursors join ``result.records``."""
+    cfg = config.current()
+    if not cfg.incidents.enabled:
+        return
+    identities = Identities(resolver)
+    identities.learn_all(result.records.values())
+    identities.learn_all(r.data for r in fed)
+    activities = incident_feed.activities(fed)
+    found = build_incidents(result.findings, activities, identities, cfg.incidents, cfg.allow)
+    result.incidents, result.activities, result.activities_unmatched = found.incidents, found.activities, found.unmatched
+    joined = {e.record_id for inc in found.incidents for s in inc.steps if s.finding is None for e in s.evidence}
+    for r in fed:
+        if r.record_id in joined:
+            result.records.setdefault(r.record_id, r.data)
+
+
 def hunt(paths: Sequence[str], *, directory: Directory | None = None, rules: Sequence[Rule] | None = None,
          full_parse: bool = False, jobs: int | None = None, exclude: Sequence[str] = (),
          on_progress: Callable[[str, int], None] | None = None) -> HuntResult:
@@ -296,6 +322,7 @@ def hunt(paths: Sequence[str], *, directory: Directory | None = None, rules: Seq
     result = HuntResult(sort_findings(findings), stats, rules, candidates)
     for _, record in matched:
         result.records.setdefault(record.record_id, record.data)
+    _correlate(result, collected.get(incident_feed.FAMILY, []), resolver)
     for f in result.findings:
         result.by_severity[f.severity] = result.by_severity.get(f.severity, 0) + 1
     return result
