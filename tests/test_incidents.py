@@ -425,3 +425,15 @@ def test_activity_parsing_is_strict():
     sentinel["Logon_Type"] = "Delegate"
     assert incident_feed.activity(rec(sentinel)).what == "read"
     assert incident_feed.logon_type({"LogonType": "DelegatedAdmin"}) == 6
+
+
+def test_documented_incidents_example_loads(tmp_path):
+    from tests.conftest import ROOT
+
+    text = (ROOT / "docs" / "configuration.md").read_text(encoding="utf-8")
+    example = text[text.index("## `[incidents]`"):].split("```toml\n", 1)[1].split("```", 1)[0]
+    cfg = tmp_path / "dw.toml"
+    cfg.write_text(example, encoding="utf-8")
+    loaded = config.load(cfg)
+    assert loaded.incidents.use_window_hours == 72 and dict(loaded.incidents.grant_points)["high"] == 30
+    assert loaded.allow.pairs == (("ceo@contoso.com", "assistant@contoso.com"),)
