@@ -4,9 +4,11 @@ LogonType literals in every spelling the readers see, and the outputs."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -94,6 +96,18 @@ def entra(op: str, actor: str, target_upn: str, target_guid: str, t: datetime, *
             "Actor": [{"ID": actor, "Type": 5}, {"ID": "1003BFFDACDB6497", "Type": 3}],
             "Target": [{"ID": f"User_{target_guid}", "Type": 2}, {"ID": target_guid, "Type": 2}, {"ID": "User", "Type": 2},
                        {"ID": target_upn, "Type": 5}]}
+
+
+@contextlib.contextmanager
+def configured(tmp_path: Path, toml: str) -> Iterator[None]:
+    """Run with this configuration file's settings, then the defaults again."""
+    cfg = tmp_path / "dw.toml"
+    cfg.write_text(toml, encoding="utf-8")
+    config.use(config.load(cfg))
+    try:
+        yield
+    finally:
+        config.use(config.Config())
 
 
 def write(path: Path, records: list[dict]) -> Path:
@@ -230,13 +244,8 @@ def test_owner_access_other_users_and_other_times_are_not_uses(tmp_path):
 def test_use_window_is_configurable(tmp_path):
     records = [grant("ceo@contoso.com", "eve@contoso.com", T0),
                access("eve@contoso.com", "ceo@contoso.com", T0 + timedelta(days=8))]
-    cfg = tmp_path / "dw.toml"
-    cfg.write_text("[incidents]\nuse_window_hours = 240\n", encoding="utf-8")
-    config.use(config.load(cfg))
-    try:
+    with configured(tmp_path, "[incidents]\nuse_window_hours = 240\n"):
         inc = grant_incident(run(tmp_path, records), "ceo@contoso.com")
-    finally:
-        config.use(config.Config())
     assert [k for k, _ in kinds(inc)] == ["grant", "use"]
 
 
@@ -304,13 +313,8 @@ def test_allow_listed_pair_stays_informational_with_daily_use(tmp_path):
     records = [grant("ceo@contoso.com", "assistant@contoso.com", T0)]
     records += [send("assistant@contoso.com", "ceo@contoso.com", T0 + timedelta(days=d, hours=2), op="SendOnBehalf")
                 for d in range(6)]
-    cfg = tmp_path / "dw.toml"
-    cfg.write_text('[allow]\npairs = [["ceo@contoso.com", "assistant@*"]]\n', encoding="utf-8")
-    config.use(config.load(cfg))
-    try:
+    with configured(tmp_path, '[allow]\npairs = [["ceo@contoso.com", "assistant@*"]]\n'):
         inc = grant_incident(run(tmp_path, records), "ceo@contoso.com")
-    finally:
-        config.use(config.Config())
     assert len(inc.uses) == 6 and inc.severity == "informational" and inc.allowed
     assert inc.factors[-1].name == "allow-listed"
 
@@ -390,13 +394,8 @@ def test_attacker_strings_in_steps_are_escaped_in_the_report(tmp_path):
 
 
 def test_disabled(tmp_path):
-    cfg = tmp_path / "dw.toml"
-    cfg.write_text("[incidents]\nenabled = false\n", encoding="utf-8")
-    config.use(config.load(cfg))
-    try:
+    with configured(tmp_path, "[incidents]\nenabled = false\n"):
         result = run(tmp_path, [grant("ceo@contoso.com", "eve@contoso.com", T0)])
-    finally:
-        config.use(config.Config())
     assert result.incidents == [] and result.findings[0].incident is None
 
 

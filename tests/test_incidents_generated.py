@@ -29,9 +29,8 @@ from pathlib import Path
 
 import pytest
 
-from delegatewatch import config
 from delegatewatch.engine.hunt import hunt
-from tests.test_incidents import access, entra, grant, inbox_rule, send
+from tests.test_incidents import access, configured, entra, grant, inbox_rule, send
 from tests.test_mailflow_generator import START, addr, generate, ual_send, write_message_trace
 
 FLAGGED = ("medium", "high", "critical")
@@ -156,13 +155,8 @@ def tenant_hunt(tmp_path_factory):
     tenant = build()
     folder = tmp_path_factory.mktemp("tenant")
     write(tenant, folder)
-    allow = folder.parent / "dw.toml"
-    allow.write_text(f'[allow]\npairs = [["{addr("user050")}", "{addr("user051")}"]]\n', encoding="utf-8")
-    config.use(config.load(allow))
-    try:
+    with configured(folder.parent, f'[allow]\npairs = [["{addr("user050")}", "{addr("user051")}"]]\n'):
         result = hunt([str(folder)], jobs=1)
-    finally:
-        config.use(config.Config())
     return tenant, result
 
 
