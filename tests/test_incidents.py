@@ -16,7 +16,7 @@ import pytest
 from click.testing import CliRunner
 
 from delegatewatch import config
-from delegatewatch.analytics import incident_feed, m365_feed_literals, m365_feeds
+from delegatewatch.analytics import incident_feed, m365_feed_patterns, m365_feeds
 from delegatewatch.cli import main
 from delegatewatch.engine.hunt import hunt
 from delegatewatch.events.principals import Directory, DirectoryUser, Resolver
@@ -320,13 +320,19 @@ def test_allow_listed_pair_stays_informational_with_daily_use(tmp_path):
 
 
 # -- the prefilter asks for MailItemsAccessed / MailboxLogin only with a non-owner LogonType ---------------
-def test_feed_hook_lists_operations_and_literals():
-    feeds, literals = m365_feeds(), m365_feed_literals()
+def test_feed_hook_lists_operations_and_patterns():
+    import re
+
+    feeds, patterns = m365_feeds(), m365_feed_patterns()
     assert "incident_feed" in feeds["mailitemsaccessed"] and "incident_feed" in feeds["reset user password."]
-    assert literals["reset user password."] is None
-    needed = literals["mailitemsaccessed"]
-    assert 'logontype":2' in needed and 'logontype"":2' in needed and 'logontype": 2' in needed
-    assert not any(x.endswith(("0", '"owner')) for x in needed)
+    assert patterns["reset user password."] is None
+    logon = re.compile(patterns["mailitemsaccessed"].encode())
+    for kept in ('"LogonType":2,', '"LogonType": 2,', '"LogonType":  1}', '""LogonType"":6,', '"LogonType":"5"',
+                 '""LogonType"":""2""', '"LogonType":"Delegate"', '"Logon_Type":"Admin"'):
+        assert logon.search(kept.encode()), kept
+    for dropped in ('"LogonType":0,', '"LogonType": 0}', '""LogonType"":0,', '"Logon_Type":"Owner"', '"LogonType":3,',
+                    '"LogonType":20,'):
+        assert not logon.search(dropped.encode()), dropped
 
 
 def _purview_csv(records: list[dict]) -> str:

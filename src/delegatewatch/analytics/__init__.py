@@ -11,10 +11,11 @@ they reach the module's ``analyze`` with its own family's records.
 
 Operations that are a large share of real audit logs and mostly irrelevant (``MailItemsAccessed``
 and ``MailboxLogin``: owner access is most of them) can be asked for conditionally:
-``M365_REQUIRES = {"MailItemsAccessed": ("logontype\":2", …)}`` feeds a record of that operation
-only when its raw line contains one of the lower-case literals (the prefilter's second stage; an
-over-match is possible, so the module re-checks the parsed value; ``--full-parse`` feeds them all).
-A module without ``analyze`` is only fed (the hunt hands its records on, e.g. to the incidents).
+``M365_REQUIRES = {"MailItemsAccessed": r'ogon_?[Tt]ype""?:…'}`` feeds a record of that operation only
+when the pattern (a regular expression over the raw line, as written) matches; the prefilter's second
+stage drops the rest before parsing. It may over-match, so the module re-checks the parsed value;
+``--full-parse`` feeds them all. A module without ``analyze`` is only fed (the hunt hands its records
+on, e.g. to the incidents).
 """
 
 from __future__ import annotations
@@ -30,13 +31,12 @@ def _modules() -> tuple:
     return tuple(importlib.import_module(f"{__name__}.{info.name}") for info in pkgutil.iter_modules(__path__))
 
 
-def _wanted(module) -> dict[str, frozenset[str] | None]:
-    """A module's operations (lower-case) → the literals one of which a line needs (None: every line)."""
+def _wanted(module) -> dict[str, str | None]:  # noqa: ANN001
+    """A module's operations (lower-case) → the pattern a line must match (None: every line)."""
     ops = getattr(module, "M365_OPERATIONS", ())
-    out: dict[str, frozenset[str] | None] = {op.lower(): None for op in (ops() if callable(ops) else ops)}
-    for op, literals in getattr(module, "M365_REQUIRES", {}).items():
-        if op.lower() not in out:
-            out[op.lower()] = frozenset(x.lower() for x in literals)
+    out: dict[str, str | None] = {op.lower(): None for op in (ops() if callable(ops) else ops)}
+    for op, pattern in getattr(module, "M365_REQUIRES", {}).items():
+        out.setdefault(op.lower(), pattern)
     return out
 
 
@@ -49,16 +49,16 @@ def m365_feeds() -> dict[str, tuple[str, ...]]:
     return out
 
 
-def m365_feed_literals() -> dict[str, frozenset[str] | None]:
-    """Operation (lower-case) → literals one of which a line must contain to feed any module
-    (None: every record of the operation is wanted)."""
-    out: dict[str, frozenset[str] | None] = {}
+def m365_feed_patterns() -> dict[str, str | None]:
+    """Operation (lower-case) → the pattern a line must match to feed any module (None: every
+    record of the operation is wanted)."""
+    out: dict[str, str | None] = {}
     for module in _modules():
-        for op, literals in _wanted(module).items():
-            if op in out:
-                out[op] = None if out[op] is None or literals is None else out[op] | literals  # type: ignore[operator]
-            else:
-                out[op] = literals
+        for op, pattern in _wanted(module).items():
+            if op not in out:
+                out[op] = pattern
+            elif out[op] is not None:
+                out[op] = None if pattern is None else f"(?:{out[op]})|(?:{pattern})"
     return out
 
 

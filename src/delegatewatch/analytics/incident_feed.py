@@ -9,8 +9,8 @@ typed :class:`Activity` values (no findings of its own, so no ``analyze``).
   it changed sign-in properties (authentication methods, UPN, alternate addresses).
 
 Owner access (LogonType 0) is most of a tenant's ``MailItemsAccessed``/``MailboxLogin``, so those
-operations are asked for only when the raw line carries a non-owner LogonType literal
-(``M365_REQUIRES``); the parsed value is checked again here. A non-owner read logged with LogonType
+operations are asked for only when the raw line carries a non-owner LogonType
+(``M365_REQUIRES``, a pattern); the parsed value is checked again here. A non-owner read logged with LogonType
 0 is therefore only seen with ``--full-parse``. Transport (3) and SystemService (4) logons are
 Exchange itself, not a delegate.
 """
@@ -34,23 +34,13 @@ _LOGON_NAMES = {"admin": 1, "delegate": 2, "delegated": 2, "bestaccess": 5, "del
                 "transport": 3, "systemservice": 4}
 
 
-def _logon_literals() -> tuple[str, ...]:
-    """Every spelling of ``"LogonType": <non-owner>`` a reader's raw line can hold: compact and
-    spaced JSON (PowerShell writes two spaces), the doubled quotes of JSON inside a CSV field,
-    numbers written as strings, names (mailbox audit log searches, Sentinel's ``Logon_Type``)."""
-    out = []
-    values = [str(v) for v in NON_OWNER_LOGONS] + ["admin", "delegate", "bestaccess"]
-    for key in ("logontype", "logon_type"):
-        for q in ('"', '""'):
-            for sep in ("", " ", "  "):
-                for v in values:
-                    if v.isdigit():
-                        out.append(f"{key}{q}:{sep}{v}")
-                    out.append(f"{key}{q}:{sep}{q}{v}")
-    return tuple(out)
+#: ``"LogonType": <non-owner>`` in every spelling a reader's raw line can hold: compact and spaced
+#: JSON (PowerShell writes two spaces), the doubled quotes of JSON inside a CSV field, numbers written
+#: as strings, names (mailbox audit log searches, Sentinel's ``Logon_Type``). It starts with the
+#: literal ``ogon`` so the regex engine can search for it fast.
+LOGON_PATTERN = r'ogon_?[Tt]ype""?:\s*(?:""?)?(?:[1256]\b|[Aa]dmin|ADMIN|[Dd]eleg|DELEG|[Bb]est[Aa]ccess)'
 
 
-LOGON_LITERALS = _logon_literals()
 ACCESS_OPERATIONS = ("MailItemsAccessed", "MailboxLogin")
 SEND_OPERATIONS = ("SendAs", "SendOnBehalf")
 PASSWORD_OPERATIONS = ("Reset user password.", "Reset password.", "Change user password.",
@@ -63,7 +53,7 @@ SIGN_IN_PROPERTIES = ("strongauthentication", "password", "userprincipalname", "
 FAMILY = __name__.rsplit(".", 1)[-1]  # the name the hunt collects this module's records under
 M365_OPERATIONS = (*SEND_OPERATIONS, *PASSWORD_OPERATIONS, *ROLE_OPERATIONS, "Update user.")
 #: operations fed only when the line carries a non-owner LogonType (see the module text)
-M365_REQUIRES = {op: LOGON_LITERALS for op in (*ACCESS_OPERATIONS, "Send")}
+M365_REQUIRES = {op: LOGON_PATTERN for op in (*ACCESS_OPERATIONS, "Send")}
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,7 +25,7 @@ from delegatewatch.detections.rules import Rule, load_rules
 from delegatewatch.events.model import Event
 from delegatewatch.events.principals import Directory, Resolver
 from delegatewatch import config
-from delegatewatch.analytics import analytic_for, incident_feed, m365_feed_literals, m365_feeds
+from delegatewatch.analytics import analytic_for, incident_feed, m365_feed_patterns, m365_feeds
 from delegatewatch.events.registry import mapper_for
 from delegatewatch.findings.allow import apply_allow_list
 from delegatewatch.findings.build import apply_context, build, sort_findings
@@ -92,16 +92,20 @@ def prefilter_for(rules: Sequence[Rule], *, literals: bool = True) -> Prefilter 
     rules = [r for r in rules if r.family == "m365"]
     if not rules or any(not r.operations for r in rules):
         return None
-    feeds = m365_feed_literals()  # operations analytics want: whole (None) or with one of some literals
+    feeds = m365_feed_patterns()  # operations analytics want: whole (None) or when a pattern matches
     operations = set().union(*(r.operations for r in rules)) | set(feeds)
     needed: dict[str, set[str] | None] = {}
+    patterns: dict[str, str] = {}
     if literals:
         for op in {o.lower() for o in operations}:
             reqs = [r.required for r in rules if op in {o.lower() for o in r.operations}]
+            if op in feeds and feeds[op] is None or any(q is None for q in reqs):
+                needed[op] = None
+                continue
+            needed[op] = set().union(*reqs)  # type: ignore[arg-type]
             if op in feeds:
-                reqs.append(feeds[op])
-            needed[op] = None if any(q is None for q in reqs) else set().union(*reqs)  # type: ignore[arg-type]
-    return Prefilter.for_operations(operations, needed)
+                patterns[op] = feeds[op]  # type: ignore[assignment]
+    return Prefilter.for_operations(operations, needed, patterns)
 
 
 # -- one unit of work (in this process or a worker) ------------------------------------------

@@ -9,7 +9,9 @@ JSON (``"Operation":"X"``), spaced JSON and the doubled quotes of JSON inside a 
 
 Stage two: for the operation found, the rules that look at it each need one of a few literals
 in the record (``detections/literals.py``: a parameter name, a right, a principal); a line with
-none of them is dropped too. Both stages may keep too much (the parsed record is re-checked and
+none of them is dropped too; an analytic may instead give a regular expression over the raw line
+(searched in place: no lower-cased copy, one pass, where the forty spellings of ``"LogonType": 2`` as
+literals would cost forty). Both stages may keep too much (the parsed record is re-checked and
 the rules decide), never too little: tests compare against a hunt without the prefilter.
 """
 
@@ -29,10 +31,13 @@ class Prefilter:
     #: operation (lower-case) → lower-case literals one of which the line must contain; an
     #: operation that is absent has no second-stage test
     literals: Mapping[str, tuple[bytes, ...]] = field(default_factory=dict)
+    #: operation (lower-case) → a pattern over the raw line (as written) that also keeps it
+    patterns: Mapping[str, re.Pattern[bytes]] = field(default_factory=dict)
 
     @classmethod
     def for_operations(cls, operations: Iterable[str],
-                       literals: Mapping[str, Iterable[str] | None] | None = None) -> Prefilter:
+                       literals: Mapping[str, Iterable[str] | None] | None = None,
+                       patterns: Mapping[str, str] | None = None) -> Prefilter:
         ops = sorted({o for o in operations if o}, key=len, reverse=True)
         alternation = "|".join(re.escape(o) for o in ops)
         pattern = r'Operation""?\s*:\s*""?(?i:(' + alternation + r'))""?'
@@ -40,7 +45,10 @@ class Prefilter:
         # here: Python's regex engine has no fast search for case-insensitive alternations.
         lits = {op.lower(): tuple(sorted(x.lower().encode("ascii") for x in req))
                 for op, req in (literals or {}).items() if req is not None}
-        return cls(frozenset(o.lower() for o in ops), re.compile(pattern.encode()), re.compile(pattern), lits)
+        pats = {op.lower(): re.compile(p.encode("ascii")) for op, p in (patterns or {}).items()}
+        for op in pats:
+            lits.setdefault(op, ())
+        return cls(frozenset(o.lower() for o in ops), re.compile(pattern.encode()), re.compile(pattern), lits, pats)
 
     def wants(self, record: dict[str, Any]) -> bool:
         op = record.get("Operation")
@@ -48,9 +56,15 @@ class Prefilter:
 
     def keep(self, operation: bytes, line: bytes, start: int = 0, end: int | None = None) -> bool:
         """Stage two on ``line[start:end]``, a raw line whose operation stage one found."""
-        needed = self.literals.get(operation.decode("ascii", "replace").lower())
+        op = operation.decode("ascii", "replace").lower()
+        needed = self.literals.get(op)
         if needed is None:
             return True
+        pattern = self.patterns.get(op)
+        if pattern is not None and pattern.search(line, start, len(line) if end is None else end) is not None:
+            return True
+        if not needed:
+            return False
         low = line[start:end].lower()
         for literal in needed:
             if literal in low:
