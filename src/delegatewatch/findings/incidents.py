@@ -22,9 +22,8 @@ exactly one incident (findings that join no grant are incidents of their own).
 from __future__ import annotations
 
 import hashlib
-from bisect import bisect_right
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -237,34 +236,69 @@ class _Correlator:
         return out
 
     # -- joining uses, precursors and other findings ----------------------------------------
-    def _latest_before(self, clusters: list[_Cluster], firsts: list[datetime], t: datetime, ok) -> _Cluster | None:
-        """The cluster with the latest first grant at or before ``t`` that ``ok`` accepts."""
-        for i in range(bisect_right(firsts, t) - 1, -1, -1):
-            if ok(clusters[i]):
-                return clusters[i]
-        return None
+    def index(self, clusters: list[_Cluster]) -> None:
+        """Clusters by grantee, mailbox, actor and session key (each list in order of first grant),
+        so joining a use looks only at the grants of its own actor: most uses join nothing."""
+        self.by: dict[tuple[str, str], list[_Cluster]] = defaultdict(list)
+        for c in clusters:
+            for role, keys in (("grantee", c.grantees), ("mailbox", c.mailboxes), ("actor", c.actors),
+                               ("session", c.sessions)):
+                for k in keys:
+                    if k:
+                        self.by[role, k].append(c)
 
-    def use_owner(self, clusters: list[_Cluster], firsts: list[datetime], t: datetime, actor: set[str],
-                  mailboxes: set[str], session: str | None) -> _Cluster | None:
+    def candidates(self, keys: Iterable[tuple[str, str | None]]) -> list[_Cluster]:
+        found: dict[int, _Cluster] = {}
+        for role, k in keys:
+            if k:
+                for c in self.by.get((role, k), ()):
+                    found[id(c)] = c
+        return sorted(found.values(), key=lambda c: c.first)
+
+    @staticmethod
+    def latest_before(candidates: list[_Cluster], t: datetime, ok: Callable[[_Cluster], bool]) -> _Cluster | None:
+        """The candidate with the latest first grant at or before ``t`` that ``ok`` accepts."""
+        best = None
+        for c in candidates:
+            if c.first > t:
+                break
+            if ok(c):
+                best = c
+        return best
+
+    def use_owner(self, t: datetime, actor: str | None, mailbox: str | None, session: str | None) -> _Cluster | None:
         def ok(c: _Cluster) -> bool:
             if t > c.last + self.use_window:
                 return False
             if session and session in c.sessions:
                 return True
-            return bool(actor & c.grantees) and (None in c.mailboxes or bool(mailboxes & c.mailboxes))
-        return self._latest_before(clusters, firsts, t, ok)
+            return actor in c.grantees and (None in c.mailboxes or mailbox in c.mailboxes)
+        return self.latest_before(self.candidates([("grantee", actor), ("session", session)]), t, ok)
 
-    def precursor_owner(self, clusters: list[_Cluster], t: datetime, target: str | None,
-                        session: str | None) -> _Cluster | None:
-        best = None
-        for c in clusters:
-            if not (c.first - self.precursor_window <= t <= c.last):
-                continue
-            if (session and session in c.sessions) or (target and (target in c.mailboxes or target in c.actors
-                                                                    or target in c.grantees)):
-                if best is None or c.first < best.first:
-                    best = c  # the first grant it preceded
-        return best
+    def precursor_owner(self, t: datetime, target: str | None, session: str | None) -> _Cluster | None:
+        for c in self.candidates([("mailbox", target), ("actor", target), ("grantee", target), ("session", session)]):
+            if c.first - self.precursor_window <= t <= c.last:
+                return c  # the first grant it preceded
+        return None
+
+    def evasion_owner(self, f: Finding, t: datetime) -> _Cluster | None:
+        who = self.keys(f, "actor") | self.keys(f, "grantee")
+        mailboxes = self.keys(f, "mailbox")
+
+        def ok(c: _Cluster) -> bool:
+            if not (c.first - self.precursor_window <= t <= c.last + self.use_window):
+                return False
+            if f.session_id and f.session_id in c.sessions:
+                return True
+            return bool(mailboxes & c.mailboxes) and bool(who & (c.grantees | c.actors))
+        keys = [("mailbox", k) for k in mailboxes] + [("session", f.session_id)]
+        return self.latest_before(self.candidates(keys), t + self.precursor_window, ok)
+
+    def burst_owner(self, f: Finding, t: datetime) -> _Cluster | None:
+        campaign = getattr(f, "campaign", None) or {}
+        senders = {self.key(s) for s in campaign.get("senders", ())} | self.keys(f, "mailbox")
+        return self.latest_before(self.candidates(("mailbox", k) for k in senders), t,
+                                  lambda c: t <= c.last + self.use_window)
 
 
 def build_incidents(findings: Sequence[Finding], activities: Sequence[Activity], identities: Identities,
@@ -286,15 +320,14 @@ def build_incidents(findings: Sequence[Finding], activities: Sequence[Activity],
         else:
             loose.append(f)
     clusters = co.clusters(grants)
-    firsts = [c.first for c in clusters]
+    co.index(clusters)
     unmatched = 0
     for a in activities:
         t = a.time if a.time.tzinfo else a.time.replace(tzinfo=UTC)
         if a.kind == "use":
-            actor = {k for k in (co.key(a.actor),) if k}
-            owner = co.use_owner(clusters, firsts, t, actor, {k for k in (co.key(a.target),) if k}, a.session_id)
+            owner = co.use_owner(t, co.key(a.actor), co.key(a.target), a.session_id)
         else:
-            owner = co.precursor_owner(clusters, t, co.key(a.target), a.session_id)
+            owner = co.precursor_owner(t, co.key(a.target), a.session_id)
         if owner is None:
             unmatched += 1
         else:
@@ -305,23 +338,9 @@ def build_incidents(findings: Sequence[Finding], activities: Sequence[Activity],
         kind = _kind(f)
         owner = None
         if t is not None and kind == EVASION:
-            who = co.keys(f, "actor") | co.keys(f, "grantee")
-            mailbox = co.keys(f, "mailbox")
-
-            def ok(c: _Cluster) -> bool:
-                if not (c.first - co.precursor_window <= t <= c.last + co.use_window):  # noqa: B023
-                    return False
-                if f.session_id and f.session_id in c.sessions:  # noqa: B023
-                    return True
-                return bool(mailbox & c.mailboxes) and bool(who & (c.grantees | c.actors))  # noqa: B023
-            owner = co._latest_before(clusters, firsts, t + co.precursor_window, ok)
+            owner = co.evasion_owner(f, t)
         elif t is not None and kind == SEND_BURST:
-            senders = {co.key(s) for s in (getattr(f, "campaign", None) or {}).get("senders", ())} | co.keys(f, "mailbox")
-            senders.discard(None)
-
-            def ok(c: _Cluster) -> bool:
-                return t <= c.last + co.use_window and bool(senders & c.mailboxes)  # noqa: B023
-            owner = co._latest_before(clusters, firsts, t, ok)
+            owner = co.burst_owner(f, t)
         if owner is None:
             alone.append(f)
         else:
