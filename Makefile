@@ -34,6 +34,7 @@ bench: setup
 	$(BIN)/python bench/evtx_bench.py
 	$(BIN)/python bench/collect_bench.py
 	$(BIN)/python bench/mailflow_bench.py
+	$(BIN)/python bench/incidents_bench.py
 
 clean:
 	rm -rf $(VENV) out build *.egg-info .pytest_cache .hypothesis

@@ -49,6 +49,17 @@ def m365_feeds() -> dict[str, tuple[str, ...]]:
     return out
 
 
+def m365_feed_names() -> set[str]:
+    """The operations of :func:`m365_feeds`, spelt as the modules spell them (the audit log's
+    spelling, which the prefilter searches for), conditional ones included."""
+    names: set[str] = set()
+    for module in _modules():
+        ops = getattr(module, "M365_OPERATIONS", ())
+        names.update(ops() if callable(ops) else ops)
+        names.update(getattr(module, "M365_REQUIRES", {}))
+    return names
+
+
 def m365_feed_patterns() -> dict[str, str | None]:
     """Operation (lower-case) → the pattern a line must match to feed any module (None: every
     record of the operation is wanted)."""

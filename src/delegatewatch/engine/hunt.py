@@ -25,7 +25,7 @@ from delegatewatch.detections.rules import Rule, load_rules
 from delegatewatch.events.model import Event
 from delegatewatch.events.principals import Directory, Resolver
 from delegatewatch import config
-from delegatewatch.analytics import analytic_for, incident_feed, m365_feed_patterns, m365_feeds
+from delegatewatch.analytics import analytic_for, incident_feed, m365_feed_names, m365_feed_patterns, m365_feeds
 from delegatewatch.events.registry import mapper_for
 from delegatewatch.findings.allow import apply_allow_list
 from delegatewatch.findings.build import apply_context, build, sort_findings
@@ -93,7 +93,7 @@ def prefilter_for(rules: Sequence[Rule], *, literals: bool = True) -> Prefilter 
     if not rules or any(not r.operations for r in rules):
         return None
     feeds = m365_feed_patterns()  # operations analytics want: whole (None) or when a pattern matches
-    operations = set().union(*(r.operations for r in rules)) | set(feeds)
+    operations = set().union(*(r.operations for r in rules)) | m365_feed_names()
     needed: dict[str, set[str] | None] = {}
     patterns: dict[str, str] = {}
     if literals:

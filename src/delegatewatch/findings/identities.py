@@ -49,6 +49,7 @@ class Identities:
         self._resolved: set[str] = set()
         self._members: dict[str, list[str]] | None = None  # root → spellings, for display()
         self._addressed: set[str] = set()  # roots (and former roots) of groups holding an address
+        self._keys: dict[str, str] = {}  # value as logged → key, until the next union
 
     # -- union-find ------------------------------------------------------------------------
     def _find(self, x: str) -> str:
@@ -71,6 +72,7 @@ class Identities:
             if ra in self._addressed or rb in self._addressed:
                 self._addressed |= {ra, rb}
             self._members = None
+            self._keys.clear()
             # the smaller string wins: a stable representative whatever the order of learning
             self._parent[max(ra, rb)] = min(ra, rb)
 
@@ -97,11 +99,18 @@ class Identities:
                     self._union(k, other, directory=True)
 
     def key(self, value: object) -> str | None:
+        if isinstance(value, str):
+            hit = self._keys.get(value)
+            if hit is not None:
+                return hit
         k = normalise(value)
         if k is None:
             return None
         self._with_directory(k)
-        return self._find(k)
+        root = self._find(k)
+        if isinstance(value, str):
+            self._keys[value] = root
+        return root
 
     def display(self, value: str | None) -> str | None:
         """The most readable spelling known for ``value``: an address linked to it (shortest

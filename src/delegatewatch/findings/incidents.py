@@ -248,11 +248,10 @@ class _Correlator:
                         self.by[role, k].append(c)
 
     def candidates(self, keys: Iterable[tuple[str, str | None]]) -> list[_Cluster]:
-        found: dict[int, _Cluster] = {}
-        for role, k in keys:
-            if k:
-                for c in self.by.get((role, k), ()):
-                    found[id(c)] = c
+        lists = [hit for role, k in keys if k and (hit := self.by.get((role, k)))]
+        if len(lists) <= 1:
+            return lists[0] if lists else []
+        found = {id(c): c for hits in lists for c in hits}
         return sorted(found.values(), key=lambda c: c.first)
 
     @staticmethod
