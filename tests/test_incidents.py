@@ -442,3 +442,43 @@ def test_documented_incidents_example_loads(tmp_path):
     loaded = config.load(cfg)
     assert loaded.incidents.use_window_hours == 72 and dict(loaded.incidents.grant_points)["high"] == 30
     assert loaded.allow.pairs == (("ceo@contoso.com", "assistant@contoso.com"),)
+
+
+@pytest.mark.parametrize("odd", [
+    {"Target": "vic@contoso.com", "ModifiedProperties": "x", "Actor": [1, None, {"ID": 5, "Type": "5"}]},
+    {"AppAccessContext": "not a dict", "Item": ["list"], "LogonType": True, "OperationCount": "many"},
+    {"CreationTime": "not a time"}, {"UserId": None, "MailboxOwnerUPN": 7}, {"ModifiedProperties": [None, {"Name": 3}]},
+])
+def test_odd_field_types_never_raise(odd):
+    from delegatewatch.records import Record
+
+    ids = Identities(Resolver())
+    for op in ("MailItemsAccessed", "SendAs", "Reset user password.", "Update user.", "Add member to role."):
+        data = {**access("eve@contoso.com", "ceo@contoso.com", T0), "Operation": op, **odd}
+        ids.learn(data)
+        incident_feed.activity(Record(data, "x.jsonl", 1, 1, "ndjson"))
+
+
+def outlook_rule(user: str, owner: str, t: datetime, actions: str) -> dict:
+    """UpdateInboxRules as rules/m365_mail_forwarding.yml's own test records have it."""
+    r = access(user, owner, t, op="UpdateInboxRules", logon=2 if user != owner else 0)
+    r.update(RecordType=2, OperationProperties=[{"Name": "RuleName", "Value": "x"},
+                                                {"Name": "RuleActions", "Value": actions}])
+    return r
+
+
+def test_outlook_rules_by_the_grantee_are_evasion_steps_once(tmp_path):
+    hide = '[{"ActionType":"MoveToFolderAction","Folder":"RSS Feeds"},{"ActionType":"MarkAsReadAction"}]'
+    forward = '[{"ActionType":"ForwardToRecipientsAction","Recipients":["x@gmail.com"]}]'
+    news = '[{"ActionType":"MoveToFolderAction","Folder":"News"}]'
+    result = run(tmp_path, [grant("ceo@contoso.com", "eve@contoso.com", T0),
+                            outlook_rule("eve@contoso.com", "ceo@contoso.com", T0 + timedelta(hours=1), hide),
+                            outlook_rule("eve@contoso.com", "ceo@contoso.com", T0 + timedelta(hours=2), forward),
+                            outlook_rule("eve@contoso.com", "ceo@contoso.com", T0 + timedelta(hours=3), news),
+                            outlook_rule("ceo@contoso.com", "ceo@contoso.com", T0 + timedelta(hours=4), hide)])
+    inc = grant_incident(result, "ceo@contoso.com")
+    # the hiding rule as an activity, the forwarding one as its finding (not twice); filing news
+    # and the owner's own rule are not evasion by the grantee
+    assert kinds(inc) == [("grant", "m365_mailbox_full_access_grant"), ("evasion", "inbox_rule"),
+                          ("evasion", "m365_mail_forwarding")]
+    assert "evasion" in {f.name for f in inc.factors}

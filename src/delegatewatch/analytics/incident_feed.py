@@ -6,7 +6,8 @@ typed :class:`Activity` values (no findings of its own, so no ``analyze``).
 * **use**: non-owner ``MailItemsAccessed`` / ``MailboxLogin`` (LogonType Admin, Delegated,
   BestAccess, DelegatedAdmin), ``SendAs``, ``SendOnBehalf``, and ``Send`` by a non-owner logon;
 * **precursor**: password resets and changes, role membership changes, and ``Update user.`` when
-  it changed sign-in properties (authentication methods, UPN, alternate addresses).
+  it changed sign-in properties (authentication methods, UPN, alternate addresses);
+* **evasion**: ``UpdateInboxRules`` (rules made in Outlook) that delete, mark read or forward.
 
 Owner access (LogonType 0) is most of a tenant's ``MailItemsAccessed``/``MailboxLogin``, so those
 operations are asked for only when the raw line carries a non-owner LogonType
@@ -51,7 +52,9 @@ SIGN_IN_PROPERTIES = ("strongauthentication", "password", "userprincipalname", "
                       "alternativesecurityid", "searchableDeviceKey".lower())
 
 FAMILY = __name__.rsplit(".", 1)[-1]  # the name the hunt collects this module's records under
-M365_OPERATIONS = (*SEND_OPERATIONS, *PASSWORD_OPERATIONS, *ROLE_OPERATIONS, "Update user.")
+#: folders a hiding rule moves mail to (as rules/m365_inbox_rule_hiding.yml)
+HIDING_FOLDERS = ("RSS", "Conversation History", "Archive", "Deleted Items", "Junk")
+M365_OPERATIONS = (*SEND_OPERATIONS, *PASSWORD_OPERATIONS, *ROLE_OPERATIONS, "Update user.", "UpdateInboxRules")
 #: operations fed only when the line carries a non-owner LogonType (see the module text)
 M365_REQUIRES = {op: LOGON_PATTERN for op in (*ACCESS_OPERATIONS, "Send")}
 
@@ -60,8 +63,8 @@ M365_REQUIRES = {op: LOGON_PATTERN for op in (*ACCESS_OPERATIONS, "Send")}
 class Activity:
     """One use of a mailbox by someone else than its owner, or one precursor of a grant."""
 
-    kind: str  # "use" | "precursor"
-    what: str  # read | logon | send_as | send_on_behalf | send | password | role | sign_in_change
+    kind: str  # "use" | "precursor" | "evasion"
+    what: str  # read | logon | send_as | send_on_behalf | send | password | role | sign_in_change | inbox_rule
     time: datetime
     actor: str | None  # who did it, as logged
     target: str | None  # use: the mailbox; precursor: the account changed
@@ -87,6 +90,15 @@ def logon_type(data: dict[str, Any]) -> int | None:
         if text in _LOGON_NAMES:
             return _LOGON_NAMES[text]
     return None
+
+
+def _session(data: dict[str, Any]) -> str | None:
+    """SessionId, else the Entra session of the app-access context (either may be absent or odd)."""
+    sid = data.get("SessionId")
+    if not sid:
+        context = data.get("AppAccessContext")
+        sid = context.get("AADSessionId") if isinstance(context, dict) else None
+    return str(sid) if sid else None
 
 
 def _system(who: str | None) -> bool:
@@ -137,7 +149,7 @@ def activity(record: Record) -> Activity | None:
     actor = str(actor) if actor else None
     base = {"time": when, "actor": actor, "operation": op,
             "evidence": Evidence(record.source, record.record_id, iso_utc(when), record.line),
-            "session_id": data.get("SessionId") or (data.get("AppAccessContext") or {}).get("AADSessionId"),
+            "session_id": _session(data),
             "client_ip": client_ip(data)}
     if low in ("mailitemsaccessed", "mailboxlogin", "send"):
         owner = data.get("MailboxOwnerUPN")
@@ -161,11 +173,14 @@ def activity(record: Record) -> Activity | None:
         mailbox = mailbox or data.get("MailboxOwnerUPN")
         if not mailbox or _system(actor) or str(mailbox).lower() == (actor or "").lower():
             return None
-        subject = (data.get("Item") or {}).get("Subject") if isinstance(data.get("Item"), dict) else None
+        item = data.get("Item")
+        subject = item.get("Subject") if isinstance(item, dict) else None
         how = "as" if low == "sendas" else "on behalf of"
         text = f"{actor} sent {how} {mailbox}" + (f": {subject!r}" if subject else "")
         return Activity(kind="use", what="send_as" if low == "sendas" else "send_on_behalf", target=str(mailbox),
                         summary=text, **base)
+    if low == "updateinboxrules":
+        return _outlook_rule(record, base)
     target = _target_user(data)
     if target is None:
         return None
@@ -183,6 +198,28 @@ def activity(record: Record) -> Activity | None:
         return Activity(kind="precursor", what="sign_in_change", target=target,
                         summary=f"{actor} changed {', '.join(changed)} of {target} ({op})", **base)
     return None
+
+
+def _outlook_rule(record: Record, base: dict[str, Any]) -> Activity | None:
+    """An inbox rule made in Outlook (``UpdateInboxRules``, which no rule reports unless it
+    forwards) that deletes, marks read or forwards: evasion when the grantee makes it in the
+    granted mailbox. Read by the event mapper, so both agree on what the rule does."""
+    from delegatewatch.events.model import RuleChange
+    from delegatewatch.events.principals import Resolver
+    from delegatewatch.events.ual import UalMapper
+
+    change = next((e for e in UalMapper(Resolver()).events(record) if isinstance(e, RuleChange)), None)
+    props = record.data.get("OperationProperties")
+    text = str(props) if isinstance(props, list) else ""
+    hides = "MoveToFolderAction" in text and any(f in text for f in HIDING_FOLDERS)
+    if change is None or not (change.deletes or change.marks_read or change.forwards_to or hides):
+        return None
+    mailbox = change.mailbox.raw if change.mailbox else None
+    does = ", ".join(x for x in ("deletes" if change.deletes else "", "marks read" if change.marks_read else "",
+                                 "moves to a folder nobody reads" if hides else "",
+                                 f"forwards to {', '.join(change.forwards_to)}" if change.forwards_to else "") if x)
+    return Activity(kind="evasion", what="inbox_rule", target=mailbox,
+                    summary=f"{base['actor']} made Outlook rule {change.rule_name!r} in {mailbox}: {does}", **base)
 
 
 def activities(records: Iterable[Record]) -> list[Activity]:

@@ -248,7 +248,8 @@ def _correlate(result: HuntResult, fed: list[Record], resolver: Resolver) -> Non
     identities = Identities(resolver)
     identities.learn_all(result.records.values())
     identities.learn_all(r.data for r in fed)
-    activities = incident_feed.activities(fed)
+    reported = {e.record_id for f in result.findings for e in f.evidence}  # a finding already says it
+    activities = [a for a in incident_feed.activities(fed) if a.evidence.record_id not in reported]
     found = build_incidents(result.findings, activities, identities, cfg.incidents, cfg.allow)
     result.incidents, result.activities, result.activities_unmatched = found.incidents, found.activities, found.unmatched
     joined = {e.record_id for inc in found.incidents for s in inc.steps if s.finding is None for e in s.evidence}

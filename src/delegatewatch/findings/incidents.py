@@ -280,17 +280,16 @@ class _Correlator:
                 return c  # the first grant it preceded
         return None
 
-    def evasion_owner(self, f: Finding, t: datetime) -> _Cluster | None:
-        who = self.keys(f, "actor") | self.keys(f, "grantee")
-        mailboxes = self.keys(f, "mailbox")
-
+    def evasion_owner(self, t: datetime, who: set[str], mailboxes: set[str], session: str | None) -> _Cluster | None:
+        """A hiding or forwarding rule (or audit bypass) by the grantee or the granting actor in the
+        granted mailbox, or in the grant's session."""
         def ok(c: _Cluster) -> bool:
             if not (c.first - self.precursor_window <= t <= c.last + self.use_window):
                 return False
-            if f.session_id and f.session_id in c.sessions:
+            if session and session in c.sessions:
                 return True
             return bool(mailboxes & c.mailboxes) and bool(who & (c.grantees | c.actors))
-        keys = [("mailbox", k) for k in mailboxes] + [("session", f.session_id)]
+        keys = [("mailbox", k) for k in mailboxes] + [("session", session)]
         return self.latest_before(self.candidates(keys), t + self.precursor_window, ok)
 
     def burst_owner(self, f: Finding, t: datetime) -> _Cluster | None:
@@ -325,6 +324,9 @@ def build_incidents(findings: Sequence[Finding], activities: Sequence[Activity],
         t = a.time if a.time.tzinfo else a.time.replace(tzinfo=UTC)
         if a.kind == "use":
             owner = co.use_owner(t, co.key(a.actor), co.key(a.target), a.session_id)
+        elif a.kind == EVASION:
+            owner = co.evasion_owner(t, {k for k in (co.key(a.actor),) if k}, {k for k in (co.key(a.target),) if k},
+                                     a.session_id)
         else:
             owner = co.precursor_owner(t, co.key(a.target), a.session_id)
         if owner is None:
@@ -337,7 +339,7 @@ def build_incidents(findings: Sequence[Finding], activities: Sequence[Activity],
         kind = _kind(f)
         owner = None
         if t is not None and kind == EVASION:
-            owner = co.evasion_owner(f, t)
+            owner = co.evasion_owner(t, co.keys(f, "actor") | co.keys(f, "grantee"), co.keys(f, "mailbox"), f.session_id)
         elif t is not None and kind == SEND_BURST:
             owner = co.burst_owner(f, t)
         if owner is None:
@@ -386,8 +388,8 @@ def _incident(c: _Cluster, co: _Correlator, cfg: IncidentsConfig, allow: AllowCo
     steps.sort(key=lambda s: (s.time or "\uffff", s.kind != PRECURSOR, s.kind != GRANT))
     top = max(c.grants, key=lambda f: SEVERITIES.index(f.severity) if f.severity in SEVERITIES else 2)
     factors = [Factor("grant", _grant_points(top.severity, cfg), f"{top.severity} grant: {top.title}")]
-    uses = [a for a in c.activities if a.kind == "use"]
-    precursors = [a for a in c.activities if a.kind == "precursor"]
+    uses = [a for a in c.activities if a.kind == USE]
+    precursors = [a for a in c.activities if a.kind == PRECURSOR]
     if precursors or c.role_precursors:
         what = _distinct([a.summary for a in precursors] + [f.summary for f in c.role_precursors])
         factors.append(Factor("precursor", cfg.precursor_points, "; ".join(what[:3])))
@@ -398,8 +400,10 @@ def _incident(c: _Cluster, co: _Correlator, cfg: IncidentsConfig, allow: AllowCo
     if sends:
         factors.append(Factor("send", cfg.send_points, f"{len(sends)} message(s) sent as or on behalf of the owner"))
     evasions = [f for kind, f in c.others if kind == EVASION]
-    if evasions:
-        factors.append(Factor("evasion", cfg.evasion_points, "; ".join(_distinct(f.title for f in evasions))))
+    outlook_rules = [a for a in c.activities if a.kind == EVASION]
+    if evasions or outlook_rules:
+        factors.append(Factor("evasion", cfg.evasion_points,
+                              "; ".join(_distinct([f.title for f in evasions] + [a.summary for a in outlook_rules])[:3])))
     bursts = [f for kind, f in c.others if kind == SEND_BURST]
     if bursts:
         factors.append(Factor("send_burst", cfg.send_burst_points, "; ".join(_distinct(f.title for f in bursts))))
@@ -425,12 +429,15 @@ def _incident(c: _Cluster, co: _Correlator, cfg: IncidentsConfig, allow: AllowCo
     mailboxes = _distinct(names(f.mailbox) for f in c.grants)
     finding_ids = [s.finding for s in steps if s.finding]
     rights = _distinct(r for f in c.grants for r in f.rights) or _distinct(f.rule for f in c.grants)
-    title = f"{', '.join(grantees[:2]) or 'someone'} given {', '.join(rights[:3])} on " \
-            f"{', '.join(mailboxes[:2]) or 'the organisation'}"
+    if grantees:
+        title = f"{', '.join(grantees[:2])} given {', '.join(rights[:3])} on {', '.join(mailboxes[:2]) or 'the organisation'}"
+    else:  # a setting rather than a delegate (mail delegation switched on for an org unit …)
+        title = c.grants[0].summary
     if precursors or c.role_precursors:
         title += " after " + ", ".join(_distinct(_PRECURSOR_WORDS.get(a.what, a.what) for a in precursors)
                                        + (["a role-group membership"] if c.role_precursors else []))
-    kinds = _distinct([_USE_WORDS.get(a.what, a.what) for a in uses] + (["inbox rule / forwarding"] if evasions else [])
+    kinds = _distinct([_USE_WORDS.get(a.what, a.what) for a in uses]
+                      + (["inbox rule / forwarding"] if evasions or outlook_rules else [])
                       + (["send burst"] if bursts else []))
     title += f"; then: {', '.join(kinds)}" if kinds else "; no use in the data"
     times = [s.time for s in steps if s.time]
@@ -450,8 +457,13 @@ def _single(f: Finding, co: _Correlator, cfg: IncidentsConfig, allow: AllowConfi
     """A finding that joined no grant: an incident of one step, scored by its own severity."""
     kind = _kind(f)
     step = _finding_step(f, kind)
-    score = _grant_points(f.severity, cfg)
-    factors = [Factor(kind if kind != GRANT else "grant", score, f"{f.severity}: {f.title}")]
+    factors = [Factor("grant" if kind == GRANT else "finding", _grant_points(f.severity, cfg), f"{f.severity}: {f.title}")]
+    # a hiding rule or a send burst is itself a sign of abuse, with or without a grant in the data
+    if kind == EVASION:
+        factors.append(Factor("evasion", cfg.evasion_points, f.title))
+    elif kind == SEND_BURST:
+        factors.append(Factor("send_burst", cfg.send_burst_points, f.title))
+    score = min(100, sum(x.points for x in factors))
     allowed = allow_reason(f, allow) or next((r for r in f.reasons if r.startswith("allow-listed")), None)
     if allowed:
         factors.append(Factor("allow-listed", min(0, cfg.allowed_max_score - score), allowed))
