@@ -482,3 +482,22 @@ def test_outlook_rules_by_the_grantee_are_evasion_steps_once(tmp_path):
     assert kinds(inc) == [("grant", "m365_mailbox_full_access_grant"), ("evasion", "inbox_rule"),
                           ("evasion", "m365_mail_forwarding")]
     assert "evasion" in {f.name for f in inc.factors}
+
+
+def test_demo_bec_chain_is_one_incident():
+    """examples/demo chain 1 (EXPECTED.md): reset → FullAccess by object ids → hiding rule → four
+    delegated reads, spread over three files in three dialects."""
+    from tests.conftest import DEMO
+
+    result = hunt([str(DEMO)])
+    grant_id = "54404c32-a76f-4b18-999d-08dc1369fb20"
+    [inc] = [i for i in result.incidents if grant_id in {e.record_id for e in i.evidence}]
+    assert [k for k, _ in kinds(inc)] == ["precursor", "grant", "evasion", "use", "use", "use", "use"]
+    assert {e.record_id for e in inc.evidence} >= {
+        "867d8e78-3486-4528-8af8-7be5c305fd6a", "e8acacb2-14eb-4eb8-8b6f-08dc0b74f08f",
+        "07f5929e-fa91-4ef3-abd2-678a7ef0d5d5", "919b4ed2-0367-45e7-acac-baf1cf093b45"}
+    assert inc.mailboxes == ["dana.whitfield@contoso.com"] and inc.severity == "critical"
+    assert result.incidents[0] is inc  # the riskiest
+    # SendAs granted by object ids, used 16 minutes later as ceo@contoso.com (chain 2)
+    [sendas] = [i for i in result.incidents if "9293557d-8aa8-4508-9dff-08dce2fb7d29" in {e.record_id for e in i.evidence}]
+    assert "ed3c12ff-acc9-496b-8f5f-cd00d0904160" in {e.record_id for s in sendas.uses for e in s.evidence}
