@@ -501,3 +501,22 @@ def test_demo_bec_chain_is_one_incident():
     # SendAs granted by object ids, used 16 minutes later as ceo@contoso.com (chain 2)
     [sendas] = [i for i in result.incidents if "9293557d-8aa8-4508-9dff-08dce2fb7d29" in {e.record_id for e in i.evidence}]
     assert "ed3c12ff-acc9-496b-8f5f-cd00d0904160" in {e.record_id for s in sendas.uses for e in s.evidence}
+
+
+def test_exchange_server_grant_and_mailbox_audit_uses_with_a_directory(tmp_path):
+    """On-premises: an admin-audit Add-MailboxPermission to CONTOSO\\eve, then Search-MailboxAuditLog
+    rows of her Delegate logons (MailboxLogin, FolderBind, SendAs by UPN, SendOnBehalf by display
+    name). The directory ties the four spellings of Eve together."""
+    from tests.test_exchange_audit import ADMIN_CSV, EVE_SID, MAILBOX_CSV, OWNER_SID
+
+    (tmp_path / "admin.csv").write_text(ADMIN_CSV, encoding="utf-8")
+    (tmp_path / "mailbox.csv").write_text(MAILBOX_CSV, encoding="utf-8")
+    d = Directory()
+    d.add(DirectoryUser("51eb55af-6419-4551-a56f-64f63a068fca", "eve@contoso.com", "Eve Adams", "Member", True,
+                        "eve@contoso.com", sam="eve", domain="contoso.com", sid=EVE_SID))
+    d.add(DirectoryUser("288fc35b-236b-4b73-868a-11f9d367bb13", "ceo@contoso.com", "Chief Executive", "Member", True,
+                        "ceo@contoso.com", sam="ceo", domain="contoso.com", sid=OWNER_SID))
+    result = hunt([str(tmp_path)], directory=d, jobs=1)
+    [inc] = [i for i in result.incidents if i.title.startswith("eve@contoso.com given FullAccess on ceo@contoso.com")]
+    assert [w for k, w in kinds(inc) if k == "use"] == ["logon", "read", "send_as", "send_on_behalf"]
+    assert inc.severity in ("high", "critical")

@@ -4,7 +4,8 @@ to it (docs/incidents.md). The hunt feeds them here through the analytics hook a
 typed :class:`Activity` values (no findings of its own, so no ``analyze``).
 
 * **use**: non-owner ``MailItemsAccessed`` / ``MailboxLogin`` (LogonType Admin, Delegated,
-  BestAccess, DelegatedAdmin), ``SendAs``, ``SendOnBehalf``, and ``Send`` by a non-owner logon;
+  BestAccess, DelegatedAdmin) and Exchange Server's ``MessageBind`` / ``FolderBind``, ``SendAs``,
+  ``SendOnBehalf``, and ``Send`` by a non-owner logon;
 * **precursor**: password resets and changes, role membership changes, and ``Update user.`` when
   it changed sign-in properties (authentication methods, UPN, alternate addresses);
 * **evasion**: ``UpdateInboxRules`` (rules made in Outlook) that delete, mark read or forward.
@@ -42,7 +43,8 @@ _LOGON_NAMES = {"admin": 1, "delegate": 2, "delegated": 2, "bestaccess": 5, "del
 LOGON_PATTERN = r'ogon_?[Tt]ype""?:\s*(?:""?)?(?:[1256]\b|[Aa]dmin|ADMIN|[Dd]eleg|DELEG|[Bb]est[Aa]ccess)'
 
 
-ACCESS_OPERATIONS = ("MailItemsAccessed", "MailboxLogin")
+#: reads and logons; MessageBind/FolderBind are Exchange Server's mailbox-audit reads (formats.md §4.3)
+ACCESS_OPERATIONS = ("MailItemsAccessed", "MailboxLogin", "MessageBind", "FolderBind")
 SEND_OPERATIONS = ("SendAs", "SendOnBehalf")
 PASSWORD_OPERATIONS = ("Reset user password.", "Reset password.", "Change user password.",
                        "Set force change user password.")
@@ -151,7 +153,7 @@ def activity(record: Record) -> Activity | None:
             "evidence": Evidence(record.source, record.record_id, iso_utc(when), record.line),
             "session_id": _session(data),
             "client_ip": client_ip(data)}
-    if low in ("mailitemsaccessed", "mailboxlogin", "send"):
+    if low in ("mailitemsaccessed", "mailboxlogin", "messagebind", "folderbind", "send"):
         owner = data.get("MailboxOwnerUPN")
         logon = logon_type(data)
         if _system(actor) or not owner:
@@ -160,7 +162,7 @@ def activity(record: Record) -> Activity | None:
         if logon is not None and logon not in NON_OWNER_LOGONS or logon is None and not other:
             return None
         how = NON_OWNER_LOGONS.get(logon, "non-owner") if logon is not None else "non-owner"
-        if low == "mailitemsaccessed":
+        if low in ("mailitemsaccessed", "messagebind", "folderbind"):
             n = data.get("OperationCount")
             what, text = "read", f"{actor} read {n or 'some'} item(s) in {owner}'s mailbox ({how} logon)"
         elif low == "mailboxlogin":
