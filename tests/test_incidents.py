@@ -520,3 +520,19 @@ def test_exchange_server_grant_and_mailbox_audit_uses_with_a_directory(tmp_path)
     [inc] = [i for i in result.incidents if i.title.startswith("eve@contoso.com given FullAccess on ceo@contoso.com")]
     assert [w for k, w in kinds(inc) if k == "use"] == ["logon", "read", "send_as", "send_on_behalf"]
     assert inc.severity in ("high", "critical")
+
+
+def test_report_of_a_result_without_incidents_groups_its_findings(tmp_path):
+    """audit and the report benchmark build results without a hunt: the report still puts every
+    finding in one incident, without changing the findings."""
+    from delegatewatch.engine.hunt import HuntResult
+    from delegatewatch.outputs import html
+
+    hunted = run(tmp_path, [grant("ceo@contoso.com", "eve@contoso.com", T0), grant("cfo@contoso.com", "bob@contoso.com", T0)])
+    for f in hunted.findings:
+        f.incident = None
+    bare = HuntResult(hunted.findings, hunted.stats, hunted.rules)
+    data = html.report_data(bare)
+    assert len(data["incidents"]) == 2
+    assert {f["incident"] for f in data["findings"]} == {i["id"] for i in data["incidents"]}
+    assert all(f.incident is None for f in bare.findings)

@@ -240,8 +240,9 @@ def test_report_shows_grant_use_incidents_with_their_steps(corpus):
     [inc] = data["incidents"]
     assert inc["id"] == result.incidents[0].id and inc["score"] == result.incidents[0].score
     assert [s["kind"] for s in inc["steps"]] == ["precursor", "grant"]
-    reset = inc["steps"][0]
-    assert reset["finding"] is None and reset["records"] == ["4d7e6990-ec4f-4cd5-9d76-a56b0e327e53"]
+    reset, grant = inc["steps"]
+    assert "finding" not in reset and reset["records"] == ["4d7e6990-ec4f-4cd5-9d76-a56b0e327e53"]
+    assert grant == {"kind": "grant", "finding": result.findings[0].id}  # the page has the finding itself
     assert reset["records"][0] in data["records"], "a precursor's raw record is embedded like a finding's"
     assert {f["incident"] for f in data["findings"]} == {inc["id"]}
 

@@ -300,8 +300,10 @@ class _Correlator:
 
 
 def build_incidents(findings: Sequence[Finding], activities: Sequence[Activity], identities: Identities,
-                    cfg: IncidentsConfig | None = None, allow: AllowConfig | None = None) -> Correlation:
-    """Findings + activities → incidents (most risky first). Sets ``incident`` on every finding."""
+                    cfg: IncidentsConfig | None = None, allow: AllowConfig | None = None, *,
+                    assign: bool = True) -> Correlation:
+    """Findings + activities → incidents (most risky first). Sets ``incident`` on every finding
+    unless ``assign`` is false."""
     cfg = cfg or IncidentsConfig()
     allow = allow or AllowConfig()
     for f in findings:  # a finding's raw and resolved spellings name one principal
@@ -349,7 +351,7 @@ def build_incidents(findings: Sequence[Finding], activities: Sequence[Activity],
     incidents = [_incident(c, co, cfg, allow) for c in clusters]
     incidents += [_single(f, co, cfg, allow) for f in alone]
     incidents.sort(key=lambda i: (-i.score, i.start or "\uffff", i.id))
-    by_id = {f.id: f for f in findings}
+    by_id = {f.id: f for f in findings} if assign else {}
     for inc in incidents:
         for fid in inc.findings:
             if fid in by_id:

@@ -31,9 +31,11 @@ from typing import IO, Any
 from jinja2 import Environment, PackageLoader, StrictUndefined
 from markupsafe import Markup
 
-from delegatewatch import __version__
+from delegatewatch import __version__, config
 from delegatewatch.engine.hunt import HuntResult
-from delegatewatch.findings.incidents import Incident
+from delegatewatch.events.principals import Resolver
+from delegatewatch.findings.identities import Identities
+from delegatewatch.findings.incidents import Incident, build_incidents
 from delegatewatch.findings.model import SEVERITIES, Finding
 
 #: The chart libraries, in load order (vega-embed needs vega and vega-lite).
@@ -91,15 +93,25 @@ def _incident_data(inc: Incident) -> dict[str, Any]:
             "factors": [{"name": f.name, "points": f.points, "detail": f.detail} for f in inc.factors],
             "start": inc.start, "end": inc.end, "actors": inc.actors, "mailboxes": inc.mailboxes,
             "grantees": inc.grantees, "allowed": inc.allowed, "findings": inc.findings,
-            "steps": [{"time": s.time, "kind": s.kind, "what": s.what, "summary": s.summary,
-                       "operation": s.operation, "finding": s.finding,
+            # a finding's step is just its kind and id: the page has the finding (time, summary, evidence)
+            "steps": [{"kind": s.kind, "finding": s.finding} if s.finding else
+                      {"time": s.time, "kind": s.kind, "what": s.what, "summary": s.summary,
                        "records": [e.record_id for e in s.evidence[:5]], "more": max(0, len(s.evidence) - 5)}
                       for s in inc.steps]}
 
 
-def report_data(result: HuntResult) -> dict[str, Any]:
+def incidents_of(result: HuntResult) -> list[Incident]:
+    """The hunt's incidents; for a result built otherwise (``audit``, benchmarks), incidents from its
+    findings alone, so every finding of a report is in one incident either way."""
+    cfg = config.current()
+    if result.incidents or not result.findings or not cfg.incidents.enabled:
+        return result.incidents
+    return build_incidents(result.findings, [], Identities(Resolver()), cfg.incidents, cfg.allow, assign=False).incidents
+
+
+def report_data(result: HuntResult, incidents: list[Incident] | None = None) -> dict[str, Any]:
     """The JSON the page renders from (kept compact: rule texts once per rule, not per finding)."""
-    incidents = result.incidents
+    incidents = incidents_of(result) if incidents is None else incidents
     incident_of = {fid: inc.id for inc in incidents for fid in inc.findings}
     rules: dict[str, dict[str, Any]] = {}
     by_rule = {getattr(r, "name", ""): r for r in result.rules}
@@ -173,7 +185,8 @@ def _inline_script(text: str) -> str:
 
 def render(result: HuntResult, *, title: str | None = None, generated_at: datetime | None = None) -> str:
     """The report as one HTML document (a string)."""
-    data = script_json(report_data(result))
+    incidents = incidents_of(result)
+    data = script_json(report_data(result, incidents))
     scripts = [_inline_script(_static(f"{name}.min.js")) for name in LIBRARIES]
     scripts.append(_inline_script(_static("report.js")))
     csp = ("default-src 'none'; script-src " + " ".join(_csp_hash(s) for s in scripts)
@@ -195,7 +208,7 @@ def render(result: HuntResult, *, title: str | None = None, generated_at: dateti
         rule_count=len(result.rules),
         findings_total=len(result.findings),
         by_severity=[(s, sum(1 for f in result.findings if f.severity == s)) for s in reversed(SEVERITIES)],
-        incident_count=len(result.incidents),
+        incident_count=len(incidents),
         skip_reasons=stats.skip_reasons.most_common(),
     )
 

@@ -262,13 +262,15 @@
     inc.steps.slice(0, MAX).forEach(function (s) {
       var f = s.finding ? byId.get(s.finding) : null;
       var li = el('li', { class: 'step-' + s.kind + (f ? ' sev-dot-' + f.severity : '') },
-        el('time', { text: fmtTime(s.time) }), el('span', { class: 'step-kind', text: s.kind }), ' ');
+        el('time', { text: fmtTime(f ? f.time : s.time) }), el('span', { class: 'step-kind', text: s.kind }), ' ');
       if (f) {
-        li.appendChild(el('a', { class: 'jump', href: '#f-' + f.id, text: s.summary,
+        li.appendChild(el('a', { class: 'jump', href: '#f-' + f.id, text: f.summary,
           on: { click: function (ev) { ev.preventDefault(); showFinding(f.id); } } }));
+      } else if (s.finding) {
+        li.appendChild(el('span', { class: 'empty', text: 'finding ' + s.finding + ' (not in this report)' }));
       } else {
         li.appendChild(el('span', { text: s.summary }));
-        s.records.forEach(function (rid) { li.appendChild(rawDetails(rid)); });
+        (s.records || []).forEach(function (rid) { li.appendChild(rawDetails(rid)); });
         if (s.more) li.appendChild(el('span', { class: 'empty', text: ' and ' + s.more + ' more records' }));
       }
       ol.appendChild(li);
