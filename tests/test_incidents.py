@@ -396,7 +396,7 @@ def test_attacker_strings_in_steps_are_escaped_in_the_report(tmp_path):
     page = html.render(result)
     assert "<script>alert(1)" not in page
     data = data_block(page)
-    assert any(subject in s["summary"] for i in data["incidents"] for s in i["steps"])
+    assert any(subject in s.get("summary", "") for i in data["incidents"] for s in i["steps"])
 
 
 def test_disabled(tmp_path):
@@ -536,3 +536,15 @@ def test_report_of_a_result_without_incidents_groups_its_findings(tmp_path):
     assert len(data["incidents"]) == 2
     assert {f["incident"] for f in data["findings"]} == {i["id"] for i in data["incidents"]}
     assert all(f.incident is None for f in bare.findings)
+
+
+def test_same_session_factor_needs_a_shared_session(tmp_path):
+    apart = run(tmp_path, [grant("ceo@contoso.com", "eve@contoso.com", T0, session="s1"),
+                           grant("ceo@contoso.com", "eve@contoso.com", T0 + timedelta(hours=1), op="Add-RecipientPermission",
+                                 session="s2")])
+    together = run(tmp_path, [grant("ceo@contoso.com", "eve@contoso.com", T0, session="s1"),
+                              grant("ceo@contoso.com", "eve@contoso.com", T0 + timedelta(hours=1),
+                                    op="Add-RecipientPermission", session="s1")])
+    [a], [b] = apart.incidents, together.incidents
+    assert "same_session" not in {f.name for f in a.factors}
+    assert "same_session" in {f.name for f in b.factors}

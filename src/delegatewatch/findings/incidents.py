@@ -22,7 +22,7 @@ exactly one incident (findings that join no grant are incidents of their own).
 from __future__ import annotations
 
 import hashlib
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -415,10 +415,11 @@ def _incident(c: _Cluster, co: _Correlator, cfg: IncidentsConfig, allow: AllowCo
             factors.append(Factor("quick_use", cfg.quick_use_points,
                                   f"first use {int(gap.total_seconds() // 60)} min after the grant"))
     joined = [a.session_id for a in c.activities] + [f.session_id for _, f in c.others]
-    grant_sessions = {f.session_id for f in c.grants if f.session_id}
-    if any(s and s in grant_sessions for s in joined) or len({f.evidence[0].record_id for f in c.grants
-                                                              if f.session_id}) > 1:
-        factors.append(Factor("same_session", cfg.same_session_points, "steps share the grant's session id"))
+    grant_records = {(f.session_id, f.evidence[0].record_id) for f in c.grants if f.session_id and f.evidence}
+    per_session = Counter(sid for sid, _ in grant_records)
+    if any(s and s in per_session for s in joined) or any(n > 1 for n in per_session.values()):
+        factors.append(Factor("same_session", cfg.same_session_points,
+                              "steps share the grant's session id, or several grants came from one session"))
     reasons = [allow_reason(f, allow) or next((r for r in f.reasons if r.startswith("allow-listed")), None)
                for f in c.grants]
     allowed = reasons[0] if reasons and all(reasons) else None
