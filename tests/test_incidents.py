@@ -548,3 +548,15 @@ def test_same_session_factor_needs_a_shared_session(tmp_path):
     [a], [b] = apart.incidents, together.incidents
     assert "same_session" not in {f.name for f in a.factors}
     assert "same_session" in {f.name for f in b.factors}
+
+
+def test_update_user_listing_changed_properties_in_one_field(tmp_path):
+    """Entra writes the changed property names as one quoted, comma-separated value."""
+    listed = [{"Name": "Included Updated Properties", "NewValue": '"StrongAuthenticationMethod", "Department"',
+               "OldValue": ""}]
+    result = run(tmp_path, [entra("Update user.", "mallory@contoso.com", "ceo@contoso.com",
+                                  "288fc35b-236b-4b73-868a-11f9d367bb13", T0 - timedelta(hours=2), props=listed),
+                            grant("ceo@contoso.com", "eve@contoso.com", T0)])
+    inc = grant_incident(result, "ceo@contoso.com")
+    assert kinds(inc)[0] == ("precursor", "sign_in_change")
+    assert inc.steps[0].summary == "mallory@contoso.com changed StrongAuthenticationMethod of ceo@contoso.com (Update user.)"

@@ -51,7 +51,7 @@ PASSWORD_OPERATIONS = ("Reset user password.", "Reset password.", "Change user p
 ROLE_OPERATIONS = ("Add member to role.", "Add eligible member to role.", "Add scoped member to role.")
 #: Update user. is a precursor only when it changed one of these (sign-in and identity properties)
 SIGN_IN_PROPERTIES = ("strongauthentication", "password", "userprincipalname", "othermails", "mobile",
-                      "alternativesecurityid", "searchableDeviceKey".lower())
+                      "alternativesecurityid", "searchabledevicekey")
 
 FAMILY = __name__.rsplit(".", 1)[-1]  # the name the hunt collects this module's records under
 #: folders a hiding rule moves mail to (as rules/m365_inbox_rule_hiding.yml)
@@ -125,7 +125,7 @@ def _changed_sign_in(data: dict[str, Any]) -> list[str]:
     props = _modified(data)
     names = list(props)
     included = props.get("Included Updated Properties", {}).get("NewValue") or ""
-    names += [n.strip() for n in str(included).split(",") if n.strip()]
+    names += [n.strip().strip('"') for n in str(included).split(",") if n.strip().strip('"')]  # "A", "B"
     return sorted({n for n in names if any(s in n.lower() for s in SIGN_IN_PROPERTIES)
                    and not n.lower().startswith(("actorid.", "targetid."))})
 
