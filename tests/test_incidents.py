@@ -560,3 +560,14 @@ def test_update_user_listing_changed_properties_in_one_field(tmp_path):
     inc = grant_incident(result, "ceo@contoso.com")
     assert kinds(inc)[0] == ("precursor", "sign_in_change")
     assert inc.steps[0].summary == "mallory@contoso.com changed StrongAuthenticationMethod of ceo@contoso.com (Update user.)"
+
+
+def test_feed_keeps_only_non_owner_reads_in_memory():
+    keep = incident_feed.M365_KEEP
+    assert keep(access("eve@contoso.com", "ceo@contoso.com", T0, logon=2))
+    assert not keep(access("ceo@contoso.com", "ceo@contoso.com", T0, logon=0))
+    assert not keep(access("eve@contoso.com", "ceo@contoso.com", T0, logon=4))  # SystemService
+    assert keep(entra("Update user.", "a@contoso.com", "b@contoso.com", "288fc35b-236b-4b73-868a-11f9d367bb13", T0))
+    from delegatewatch.analytics import m365_feed_filters
+
+    assert m365_feed_filters()["incident_feed"] is keep

@@ -14,8 +14,9 @@ and ``MailboxLogin``: owner access is most of them) can be asked for conditional
 ``M365_REQUIRES = {"MailItemsAccessed": r'ogon_?[Tt]ype""?:…'}`` feeds a record of that operation only
 when the pattern (a regular expression over the raw line, as written) matches; the prefilter's second
 stage drops the rest before parsing. It may over-match, so the module re-checks the parsed value;
-``--full-parse`` feeds them all. A module without ``analyze`` is only fed (the hunt hands its records
-on, e.g. to the incidents).
+``--full-parse`` feeds them all. ``M365_KEEP(record) -> bool`` (optional) is that re-check, made as
+the records are read so only the wanted ones are held in memory. A module without ``analyze`` is
+only fed (the hunt hands its records on, e.g. to the incidents).
 """
 
 from __future__ import annotations
@@ -47,6 +48,12 @@ def m365_feeds() -> dict[str, tuple[str, ...]]:
         for op in _wanted(module):
             out[op] = (*out.get(op, ()), module.__name__.rsplit(".", 1)[-1])
     return out
+
+
+def m365_feed_filters() -> dict[str, Callable[[dict], bool]]:
+    """Module (family) → its ``M365_KEEP`` test of a parsed record, for the modules that have one."""
+    return {module.__name__.rsplit(".", 1)[-1]: module.M365_KEEP for module in _modules()
+            if callable(getattr(module, "M365_KEEP", None))}
 
 
 def m365_feed_names() -> set[str]:

@@ -59,6 +59,19 @@ HIDING_FOLDERS = ("RSS", "Conversation History", "Archive", "Deleted Items", "Ju
 M365_OPERATIONS = (*SEND_OPERATIONS, *PASSWORD_OPERATIONS, *ROLE_OPERATIONS, "Update user.", "UpdateInboxRules")
 #: operations fed only when the line carries a non-owner LogonType (see the module text)
 M365_REQUIRES = {op: LOGON_PATTERN for op in (*ACCESS_OPERATIONS, "Send")}
+_LOGON_CHECKED = frozenset(op.lower() for op in M365_REQUIRES)
+
+
+def M365_KEEP(data: dict[str, Any]) -> bool:  # noqa: N802 - the analytics hook's name
+    """Whether a fed record is worth keeping until the correlation: the parsed LogonType check of
+    reads, logons and sends (``--full-parse`` feeds every one of them; most are the owner's)."""
+    op = str(data.get("Operation", "")).lower()
+    if op not in _LOGON_CHECKED:
+        return True
+    logon = logon_type(data)
+    if logon is None:
+        return str(data.get("MailboxOwnerUPN", "")).lower() != str(data.get("UserId", "")).lower()
+    return logon in NON_OWNER_LOGONS
 
 
 @dataclass(frozen=True, slots=True)

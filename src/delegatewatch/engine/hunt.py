@@ -25,7 +25,8 @@ from delegatewatch.detections.rules import Rule, load_rules
 from delegatewatch.events.model import Event
 from delegatewatch.events.principals import Directory, Resolver
 from delegatewatch import config
-from delegatewatch.analytics import analytic_for, incident_feed, m365_feed_names, m365_feed_patterns, m365_feeds
+from delegatewatch.analytics import (analytic_for, incident_feed, m365_feed_filters, m365_feed_names, m365_feed_patterns,
+                                     m365_feeds)
 from delegatewatch.events.registry import mapper_for
 from delegatewatch.findings.allow import apply_allow_list
 from delegatewatch.findings.build import apply_context, build, sort_findings
@@ -139,6 +140,7 @@ def _scan(unit: Unit) -> UnitResult:
     collected: list[tuple[str, Record]] = []
     analysed: dict[str, bool] = {}
     feeds = m365_feeds()
+    feed_filters = m365_feed_filters()
     candidates = 0
 
     def flush() -> None:
@@ -163,7 +165,8 @@ def _scan(unit: Unit) -> UnitResult:
         elif feeds:
             op = record.data.get("Operation")
             for feed in feeds.get(op.lower(), ()) if isinstance(op, str) else ():
-                collected.append((feed, record))
+                if feed not in feed_filters or feed_filters[feed](record.data):
+                    collected.append((feed, record))
         if wanted is not None and record.family == "m365" and not wanted.wants(record.data):
             continue
         if isinstance(rid, str) and rid:
