@@ -11,10 +11,11 @@ typed :class:`Activity` values (no findings of its own, so no ``analyze``).
 * **evasion**: ``UpdateInboxRules`` (rules made in Outlook) that delete, mark read or forward.
 
 Owner access (LogonType 0) is most of a tenant's ``MailItemsAccessed``/``MailboxLogin``, so those
-operations are asked for only when the raw line carries a non-owner LogonType
-(``M365_REQUIRES``, a pattern); the parsed value is checked again here. A non-owner read logged with LogonType
-0 is therefore only seen with ``--full-parse``. Transport (3) and SystemService (4) logons are
-Exchange itself, not a delegate.
+operations are asked for only when the raw line carries a non-owner LogonType (``M365_REQUIRES``, a
+pattern), and the parsed value is checked again as records are read (``M365_KEEP``). A record logged
+with LogonType 0 is the owner's access even when ``UserId`` differs; with no LogonType at all, a
+``UserId`` other than ``MailboxOwnerUPN`` is a non-owner. Transport (3) and SystemService (4) logons
+are Exchange itself, not a delegate.
 """
 
 from __future__ import annotations
