@@ -48,6 +48,7 @@ bench: setup
 	$(BIN)/python bench/ledger_bench.py
 	$(BIN)/python bench/simulate_bench.py
 	$(BIN)/python bench/spark_bench.py
+	$(BIN)/python bench/incidents_bench.py
 
 clean:
 	rm -rf $(VENV) out build *.egg-info .pytest_cache .hypothesis

@@ -219,3 +219,16 @@ def test_pysigma_validators_report_a_dangling_detection(tmp_path):
                                                         "  condition: sel"))
     [problem] = validate_rules(load_rules(tmp_path))
     assert "DanglingDetection" in problem
+
+
+def test_analytics_needs_combine_literals_and_patterns():
+    from delegatewatch.analytics import Need
+
+    both = Need(frozenset({"grantsendonbehalfto"})) | Need(frozenset(), r'"LogonType":[12]')
+    assert both == Need(frozenset({"grantsendonbehalfto"}), r'"LogonType":[12]')
+    assert (both | Need()).whole and (Need() | both).whole
+    assert (Need(frozenset(), "a") | Need(frozenset(), "b")).pattern == "(?:a)|(?:b)"
+    pf = Prefilter.for_operations(["Set-Mailbox"], {"Set-Mailbox": both.literals}, {"Set-Mailbox": both.pattern})
+    assert pf.keep("set-mailbox", b'{"Operation":"Set-Mailbox","P":"GRANTSENDONBEHALFTO"}')  # a literal, any case
+    assert pf.keep("set-mailbox", b'{"Operation":"Set-Mailbox","LogonType":2}')  # the pattern
+    assert not pf.keep("set-mailbox", b'{"Operation":"Set-Mailbox","LogonType":0}')

@@ -8,14 +8,12 @@ import hashlib
 import io
 import json
 import re
-from datetime import timedelta
 from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
 
 from delegatewatch.engine.hunt import hunt
-from delegatewatch.findings.model import Evidence, Finding
 from delegatewatch.outputs import html
 from tests.conftest import DEMO, compact, ual
 
@@ -234,31 +232,19 @@ def test_vendored_libraries_match_their_recorded_versions():
         assert (static / v["license_file"]).is_file()
 
 
-# -- incidents (pure function) --------------------------------------------------------------
-def _f(i: int, time: str | None, actor: str | None = None, mailbox: str | None = None, severity: str = "high") -> Finding:
-    return Finding(id=f"f{i}", rule="r", rule_id="x", title="t", severity=severity, time=time, attack=[],
-                   actor=actor, mailbox=mailbox, grantee=None, rights=[], summary="s",
-                   evidence=[Evidence("file", str(i), time)])
-
-
-def test_incidents_share_actor_or_mailbox_within_a_day():
-    fs = [
-        _f(1, "2024-01-01T00:00:00Z", "eve", "ceo"),
-        _f(2, "2024-01-01T20:00:00Z", "EVE", "cfo"),  # same actor (case-insensitive), 20 h later
-        _f(3, "2024-01-02T10:00:00Z", "mallory", "cfo"),  # same mailbox as f2, 14 h later: chained
-        _f(4, "2024-01-05T00:00:00Z", "eve", "ceo"),  # same actor and mailbox, but 3 days later
-        _f(5, "2024-01-01T01:00:00Z", "bob", "hr"),  # nothing shared
-        _f(6, None, "eve", "ceo", severity="critical"),  # no time: alone
-    ]
-    incidents = html.group_incidents_by_shared_actor_or_mailbox(fs)
-    groups = sorted(sorted(f.id for f in inc.findings) for inc in incidents)
-    assert groups == [["f1", "f2", "f3"], ["f4"], ["f5"], ["f6"]]
-    assert incidents[0].findings[0].id == "f6" and incidents[0].id == "INC-1"  # most severe first
-    big = next(inc for inc in incidents if len(inc.findings) == 3)
-    assert big.start == "2024-01-01T00:00:00Z" and big.end == "2024-01-02T10:00:00Z"
-    assert big.actors == ["eve", "EVE", "mallory"] and big.mailboxes == ["ceo", "cfo"]
-    assert [f.id for f in fs] == ["f1", "f2", "f3", "f4", "f5", "f6"]  # input untouched
-    assert len(html.group_incidents_by_shared_actor_or_mailbox(fs, window=timedelta(days=4))) == 3
+# -- incidents (findings/incidents.py; the report shows them) --------------------------------
+def test_report_shows_grant_use_incidents_with_their_steps(corpus):
+    sample = corpus / "blueteam0ps-det-eng-samples" / "t1098.002_user-reset_mailbox_full_access.json"
+    result = hunt([str(sample)])
+    data = data_block(html.render(result))
+    [inc] = data["incidents"]
+    assert inc["id"] == result.incidents[0].id and inc["score"] == result.incidents[0].score
+    assert [s["kind"] for s in inc["steps"]] == ["precursor", "grant"]
+    reset, grant = inc["steps"]
+    assert "finding" not in reset and reset["records"] == ["4d7e6990-ec4f-4cd5-9d76-a56b0e327e53"]
+    assert grant == {"kind": "grant", "finding": result.findings[0].id}  # the page has the finding itself
+    assert reset["records"][0] in data["records"], "a precursor's raw record is embedded like a finding's"
+    assert {f["incident"] for f in data["findings"]} == {inc["id"]}
 
 
 def test_volume_hook_feeds_charts(demo_result):

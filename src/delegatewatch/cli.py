@@ -96,6 +96,8 @@ def _spark_settings(master: str | None, conf_pairs: tuple[str, ...]):  # noqa: A
 @click.option("--output", "-o", type=click.Path(dir_okay=False), help="Write findings here instead of stdout.")
 @click.option("--report", type=click.Path(dir_okay=False),
               help="Also write the HTML investigation report here (any --format).")
+@click.option("--incidents", "incidents_out", type=click.Path(dir_okay=False),
+              help="Also write the grant → use incidents here, one JSON object per line.")
 @click.option("--directory", type=click.Path(exists=True, dir_okay=False),
               help="Entra ID users export (CSV: id,userPrincipalName,displayName,userType,accountEnabled,mail).")
 @click.option("--rules", "rules_dir", type=click.Path(exists=True, file_okay=False),
@@ -108,9 +110,9 @@ def _spark_settings(master: str | None, conf_pairs: tuple[str, ...]):  # noqa: A
 @_engine_options
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar and no summary.")
 @click.option("--no-color", is_flag=True, help="No colours (NO_COLOR is honoured too).")
-def hunt(paths: tuple[str, ...], fmt: str, output: str | None, report: str | None, directory: str | None,
-         rules_dir: str | None, config_file: str | None, full_parse: bool, jobs: int | None, engine: str,
-         spark_master: str | None, spark_conf: tuple[str, ...], quiet: bool, no_color: bool) -> None:
+def hunt(paths: tuple[str, ...], fmt: str, output: str | None, report: str | None, incidents_out: str | None,
+         directory: str | None, rules_dir: str | None, config_file: str | None, full_parse: bool, jobs: int | None,
+         engine: str, spark_master: str | None, spark_conf: tuple[str, ...], quiet: bool, no_color: bool) -> None:
     """Hunt audit exports (files or folders, recursively; with --engine spark also file://, s3a://,
     abfss://, gs://, hdfs:// URIs) for delegate-permission grants and their abuse."""
     from delegatewatch.detections.rules import RuleError, load_rules
@@ -174,8 +176,11 @@ def hunt(paths: tuple[str, ...], fmt: str, output: str | None, report: str | Non
             from delegatewatch.outputs import html
 
             html.write(result, report)
+        if incidents_out:
+            with _output(incidents_out) as out:
+                jsonl.write_incidents(result.incidents, out)
     except OSError as exc:
-        err.print(f"[red]error:[/red] cannot write {escape(str(output or report or 'standard output'))}: "
+        err.print(f"[red]error:[/red] cannot write {escape(str(output or report or incidents_out or 'standard output'))}: "
                   f"{escape(str(exc))}")
         sys.exit(2)
     if not quiet:

@@ -141,6 +141,47 @@ class LedgerConfig:
 
 
 @dataclass(frozen=True)
+class IncidentsConfig:
+    """``[incidents]``: grant → use incidents (findings/incidents.py, docs/incidents.md). Expected
+    pairs and service accounts come from ``[allow]``."""
+
+    enabled: bool = True
+    #: a use (read, logon, send as / on behalf, rule, send burst) belongs to a grant up to this long after it
+    use_window_hours: float = 168.0
+    #: a precursor (password reset, role change of the target or the actor) up to this long before the grant
+    precursor_window_hours: float = 24.0
+    #: grants of one mailbox to one grantee (or from one session) this close together are one incident
+    merge_window_hours: float = 24.0
+    #: a use this soon after the grant adds the "quick use" factor
+    quick_use_minutes: float = 60.0
+    #: risk points, 0–100 in all: the grant's own severity (a grant nobody used stays low) …
+    grant_points: Any = (("informational", 0), ("low", 5), ("medium", 15), ("high", 25), ("critical", 35))
+    #: … and each kind of step or circumstance, counted once
+    precursor_points: int = 30
+    read_points: int = 25
+    send_points: int = 30
+    evasion_points: int = 20
+    send_burst_points: int = 15
+    quick_use_points: int = 10
+    same_session_points: int = 10
+    #: score at or above which an incident is low, medium, high, critical (below the first: informational)
+    severity_thresholds: tuple[int, ...] = (15, 35, 55, 75)
+    #: an incident whose grants are all allow-listed ([allow]) scores at most this
+    allowed_max_score: int = 10
+
+    def __post_init__(self) -> None:
+        points = self.grant_points
+        if isinstance(points, dict):
+            points = tuple((str(k), int(v)) for k, v in points.items())
+        object.__setattr__(self, "grant_points", tuple(points))
+        if len(self.severity_thresholds) != 4 or list(self.severity_thresholds) != sorted(self.severity_thresholds):
+            raise ConfigError("[incidents] severity_thresholds: four ascending scores (low, medium, high, critical)")
+        for name in ("use_window_hours", "precursor_window_hours", "merge_window_hours", "quick_use_minutes"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"[incidents] {name} must not be negative")
+
+
+@dataclass(frozen=True)
 class Config:
     allow: AllowConfig = field(default_factory=AllowConfig)
     google: GoogleConfig = field(default_factory=GoogleConfig)
@@ -148,6 +189,7 @@ class Config:
     send_volume: SendVolumeConfig = field(default_factory=SendVolumeConfig)
     lures: LuresConfig = field(default_factory=LuresConfig)
     ledger: LedgerConfig = field(default_factory=LedgerConfig)
+    incidents: IncidentsConfig = field(default_factory=IncidentsConfig)
 
 
 def _section(cls: type, data: dict[str, Any], name: str) -> Any:

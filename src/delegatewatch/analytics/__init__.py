@@ -5,14 +5,26 @@ every record of that family read by a hunt (not only rule matches), after all in
 ``snapshot`` compares standing-permission snapshots. ``delegatewatch.engine.hunt`` calls it.
 
 Unified-audit-log records (family ``m365``) are prefiltered by operation, so a module that also
-wants some of them lists their operations in ``M365_OPERATIONS`` (e.g. ``{"Send", "SendAs"}``, or
-a function returning them, so configuration can switch them on); the prefilter then keeps them and
-they reach the module's ``analyze`` with its own family's records (a mapping operation → literals,
-one of which the raw record must contain, or None, keeps only those: ``{"Set-Mailbox":
-["GrantSendOnBehalfTo"]}``). A module that needs records of
-other families too (the permission ledger: Windows 5136, Google, snapshots) lists them in
-``FAMILIES``: family → a test of the record's dict (or None for every record of the family), so a
-large Security log is not kept whole for the few events it wants.
+wants some of them names their operations in ``M365_OPERATIONS`` (or a function returning them, so
+configuration can switch them on); the prefilter then keeps them and they reach the module's
+``analyze`` with its own family's records. ``M365_OPERATIONS`` is either
+
+* a set of operations: every record of each is wanted, e.g. ``{"Send", "SendAs"}``; or
+* a mapping operation → literals one of which the raw record must contain (any case), or None for
+  every record: ``{"Set-Mailbox": ["GrantSendOnBehalfTo"]}`` (the permission ledger).
+
+Operations that are a large share of real audit logs and mostly irrelevant (``MailItemsAccessed``
+and ``MailboxLogin``: owner access is most of them) can be asked for with a regular expression over
+the raw line instead: ``M365_REQUIRES = {"MailItemsAccessed": r'ogon_?[Tt]ype""?:…'}`` feeds a
+record of that operation only when the pattern matches (searched in place, one pass, where forty
+spellings as literals would cost forty). Both tests may over-match, so the module re-checks the
+parsed value; ``--full-parse`` feeds them all. ``M365_KEEP(record) -> bool`` (optional) is that
+re-check, made as the records are read so only the wanted ones are held in memory. A module without
+``analyze`` is only fed (the hunt hands its records on, e.g. to the incidents).
+
+A module that needs records of other families too (the permission ledger: Windows 5136, Google,
+snapshots) lists them in ``FAMILIES``: family → a test of the record's dict (or None for every record
+of the family), so a large Security log is not kept whole for the few events it wants.
 """
 
 from __future__ import annotations
@@ -20,7 +32,29 @@ from __future__ import annotations
 import importlib
 import pkgutil
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from functools import cache
+
+
+@dataclass(frozen=True)
+class Need:
+    """What the analytics need of one operation's raw records before they are parsed: a line is
+    fed when it contains one of ``literals`` (any case) or matches ``pattern``; both None: every
+    line."""
+
+    literals: frozenset[str] | None = None
+    pattern: str | None = None
+
+    @property
+    def whole(self) -> bool:
+        return self.literals is None and self.pattern is None
+
+    def __or__(self, other: Need) -> Need:  # what two modules need together
+        if self.whole or other.whole:
+            return Need()
+        patterns = [p for p in (self.pattern, other.pattern) if p]
+        return Need((self.literals or frozenset()) | (other.literals or frozenset()),
+                    "|".join(f"(?:{p})" for p in patterns) if len(patterns) > 1 else (patterns or [None])[0])
 
 
 @cache
@@ -28,36 +62,49 @@ def _modules() -> tuple:
     return tuple(importlib.import_module(f"{__name__}.{info.name}") for info in pkgutil.iter_modules(__path__))
 
 
-def m365_feeds() -> dict[str, str]:
-    """Operation (lower-case) of unified-audit-log records → the analytics module (family) they feed."""
-    out: dict[str, str] = {}
-    for module in _modules():
-        ops = getattr(module, "M365_OPERATIONS", ())
-        for op in (ops() if callable(ops) else ops):
-            out[op.lower()] = module.__name__.rsplit(".", 1)[-1]
+def _name(module) -> str:  # noqa: ANN001
+    return module.__name__.rsplit(".", 1)[-1]
+
+
+def _wanted(module) -> dict[str, tuple[str, Need]]:  # noqa: ANN001
+    """A module's operations: lower-case → (its spelling, what it needs of the raw line)."""
+    ops = getattr(module, "M365_OPERATIONS", ())
+    ops = ops() if callable(ops) else ops
+    out: dict[str, tuple[str, Need]] = {}
+    for op in ops:
+        literals = ops[op] if isinstance(ops, Mapping) else None
+        out[op.lower()] = (op, Need() if literals is None else Need(frozenset(x.lower() for x in literals)))
+    for op, pattern in getattr(module, "M365_REQUIRES", {}).items():
+        out.setdefault(op.lower(), (op, Need(frozenset(), pattern)))
     return out
 
 
+def m365_feeds() -> dict[str, tuple[str, ...]]:
+    """Operation (lower-case) of unified-audit-log records → the analytics modules (families) they feed."""
+    out: dict[str, tuple[str, ...]] = {}
+    for module in _modules():
+        for op in _wanted(module):
+            out[op] = (*out.get(op, ()), _name(module))
+    return out
+
+
+def m365_feed_filters() -> dict[str, Callable[[dict], bool]]:
+    """Module (family) → its ``M365_KEEP`` test of a parsed record, for the modules that have one."""
+    return {_name(module): module.M365_KEEP for module in _modules() if callable(getattr(module, "M365_KEEP", None))}
+
+
 def m365_feed_names() -> set[str]:
-    """The same operations as :func:`m365_feeds`, spelt as the modules spell them (the audit log's
-    spelling, which the prefilter searches for)."""
-    names: set[str] = set()
-    for module in _modules():
-        ops = getattr(module, "M365_OPERATIONS", ())
-        names.update(ops() if callable(ops) else ops)
-    return names
+    """The operations of :func:`m365_feeds`, spelt as the modules spell them (the audit log's
+    spelling, which the prefilter searches for), conditional ones included."""
+    return {spelling for module in _modules() for spelling, _ in _wanted(module).values()}
 
 
-def m365_literals() -> dict[str, frozenset[str] | None]:
-    """Operation (lower-case) → literals one of which its records must contain for the analytic that
-    wants them (``M365_OPERATIONS`` given as a mapping), or None: every record of the operation."""
-    out: dict[str, frozenset[str] | None] = {}
+def m365_feed_needs() -> dict[str, Need]:
+    """Operation (lower-case) → what the modules it feeds need of its raw lines, together."""
+    out: dict[str, Need] = {}
     for module in _modules():
-        ops = getattr(module, "M365_OPERATIONS", ())
-        ops = ops() if callable(ops) else ops
-        for op in ops:
-            literals = ops[op] if isinstance(ops, Mapping) else None
-            out[op.lower()] = None if literals is None else frozenset(x.lower() for x in literals)
+        for op, (_, need) in _wanted(module).items():
+            out[op] = out[op] | need if op in out else need
     return out
 
 
@@ -73,7 +120,7 @@ def analytic_for(family: str) -> Callable | None:
 def _family_feeds(family: str) -> tuple[tuple[str, Callable | None], ...]:
     out: list[tuple[str, Callable | None]] = []
     for module in _modules():
-        name = module.__name__.rsplit(".", 1)[-1]
+        name = _name(module)
         if name == family and getattr(module, "analyze", None) is not None:
             out.append((name, None))
         elif family in getattr(module, "FAMILIES", {}):

@@ -25,10 +25,13 @@ from delegatewatch.detections.rules import Rule, load_rules
 from delegatewatch.events.model import Event
 from delegatewatch.events.principals import Directory, Resolver
 from delegatewatch import config
-from delegatewatch.analytics import analytic_for, feeds_for, m365_feed_names, m365_feeds, m365_literals
+from delegatewatch.analytics import (analytic_for, feeds_for, incident_feed, m365_feed_filters, m365_feed_names,
+                                     m365_feed_needs, m365_feeds)
 from delegatewatch.events.registry import mapper_for
 from delegatewatch.findings.allow import apply_allow_list
 from delegatewatch.findings.build import apply_context, build, sort_findings
+from delegatewatch.findings.identities import Identities
+from delegatewatch.findings.incidents import Incident, build_incidents
 from delegatewatch.findings.model import Finding
 from delegatewatch.records import ReadStats, Record
 from delegatewatch.records.model import merge_stats
@@ -54,6 +57,11 @@ class HuntResult:
     by_severity: dict[str, int] = field(default_factory=dict)
     #: the raw record behind every piece of evidence, by record id (for reports that show it)
     records: dict[str, dict] = field(default_factory=dict)
+    #: grant → use incidents, most risky first (findings/incidents.py); every finding is in one
+    incidents: list[Incident] = field(default_factory=list)
+    #: uses and precursors read (analytics/incident_feed.py), and how many of them joined no grant
+    activities: int = 0
+    activities_unmatched: int = 0
 
 
 @dataclass(frozen=True)
@@ -85,17 +93,21 @@ def prefilter_for(rules: Sequence[Rule], *, literals: bool = True) -> Prefilter 
     rules = [r for r in rules if r.family == "m365"]
     if not rules or any(not r.operations for r in rules):
         return None
-    feeds = m365_feeds()  # operations analytics want (whole, or with their own literals)
-    feed_literals = m365_literals()
+    feeds = m365_feed_needs()  # operations analytics want: whole, or lines with a literal or a pattern
     operations = set().union(*(r.operations for r in rules)) | m365_feed_names()
     needed: dict[str, set[str] | None] = {}
+    patterns: dict[str, str] = {}
     if literals:
         for op in {o.lower() for o in operations}:
             reqs = [r.required for r in rules if op in {o.lower() for o in r.operations}]
-            if op in feeds:
-                reqs.append(feed_literals.get(op))  # None: the analytic wants every record of it
-            needed[op] = None if any(q is None for q in reqs) else set().union(*reqs)  # type: ignore[arg-type]
-    return Prefilter.for_operations(operations, needed)
+            need = feeds.get(op)
+            if need is not None and need.whole or any(q is None for q in reqs):
+                needed[op] = None
+                continue
+            needed[op] = set().union(*reqs, need.literals if need is not None else ())  # type: ignore[arg-type]
+            if need is not None and need.pattern:
+                patterns[op] = need.pattern
+    return Prefilter.for_operations(operations, needed, patterns)
 
 
 # -- one unit of work (in this process or a worker) ------------------------------------------
@@ -128,6 +140,7 @@ def _scan(unit: Unit) -> UnitResult:
     matches: list[tuple[int, Record]] = []
     collected: list[tuple[str, Record]] = []
     feeds = m365_feeds()
+    feed_filters = m365_feed_filters()
     candidates = 0
 
     def flush() -> None:
@@ -149,9 +162,9 @@ def _scan(unit: Unit) -> UnitResult:
                 collected.append((feed, record))
         elif feeds:
             op = record.data.get("Operation")
-            feed = feeds.get(op.lower()) if isinstance(op, str) else None
-            if feed is not None:
-                collected.append((feed, record))
+            for feed in feeds.get(op.lower(), ()) if isinstance(op, str) else ():
+                if feed not in feed_filters or feed_filters[feed](record.data):
+                    collected.append((feed, record))
         if wanted is not None and record.family == "m365" and not wanted.wants(record.data):
             continue
         if isinstance(rid, str) and rid:
@@ -225,6 +238,25 @@ def _run_units(units: list[Unit], rules: list[Rule], full_parse: bool, jobs: int
 
 def default_jobs() -> int:
     return max(1, min(os.cpu_count() or 1, 8))
+
+
+def _correlate(result: HuntResult, fed: list[Record], resolver: Resolver) -> None:
+    """Grant → use incidents from the final findings and the records the incident feed collected;
+    the evidence records of their uses and precursors join ``result.records``."""
+    cfg = config.current()
+    if not cfg.incidents.enabled:
+        return
+    identities = Identities(resolver)
+    identities.learn_all(result.records.values())
+    identities.learn_all(r.data for r in fed)
+    reported = {e.record_id for f in result.findings for e in f.evidence}  # a finding already says it
+    activities = [a for a in incident_feed.activities(fed) if a.evidence.record_id not in reported]
+    found = build_incidents(result.findings, activities, identities, cfg.incidents, cfg.allow)
+    result.incidents, result.activities, result.activities_unmatched = found.incidents, found.activities, found.unmatched
+    joined = {e.record_id for inc in found.incidents for s in inc.steps if s.finding is None for e in s.evidence}
+    for r in fed:
+        if r.record_id in joined:
+            result.records.setdefault(r.record_id, r.data)
 
 
 def hunt(paths: Sequence[str], *, directory: Directory | None = None, rules: Sequence[Rule] | None = None,
@@ -312,6 +344,7 @@ def merge(units: Sequence[Unit], results: Iterable[UnitResult], rules: Sequence[
     result = HuntResult(sort_findings(findings), stats, rules, candidates)
     for _, record in matched:
         result.records.setdefault(record.record_id, record.data)
+    _correlate(result, collected.get(incident_feed.FAMILY, []), resolver)
     for f in result.findings:
         result.by_severity[f.severity] = result.by_severity.get(f.severity, 0) + 1
     return result

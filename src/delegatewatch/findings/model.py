@@ -48,6 +48,8 @@ class Finding:
     #: Why the severity differs from the rule's level.
     reasons: list[str] = field(default_factory=list)
     runbook: str = ""
+    #: the incident the finding belongs to (findings/incidents.py), set by the hunt
+    incident: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -51,3 +51,21 @@ def summary(result: HuntResult, console: Console) -> None:
         console.print(f"  [dim]… and {more:,} more (every one is counted above by reason)[/dim]")
     counts = ", ".join(f"[{STYLE[sev]}]{result.by_severity.get(sev, 0)} {sev}[/]" for sev in reversed(SEVERITIES))
     console.print(f"[bold]Findings[/bold]: {len(result.findings)} ({counts})")
+    incidents_summary(result, console)
+
+
+def incidents_summary(result: HuntResult, console: Console, top: int = 5) -> None:
+    """How many grant → use incidents, by severity, and the riskiest few (the rest: --incidents, --report)."""
+    incs = result.incidents
+    if not incs and not result.activities:
+        return
+    by = {sev: sum(1 for i in incs if i.severity == sev) for sev in SEVERITIES}
+    counts = ", ".join(f"[{STYLE[sev]}]{by[sev]} {sev}[/]" for sev in reversed(SEVERITIES))
+    used = sum(1 for i in incs if i.uses)
+    console.print(f"[bold]Incidents[/bold]: {len(incs)} ({counts}); {used} with a use of the grant; "
+                  f"{result.activities:,} uses/precursors read, {result.activities_unmatched:,} joined no grant")
+    for inc in incs[:top]:
+        if inc.severity in ("informational", "low"):
+            break
+        console.print(f"  [{STYLE.get(inc.severity, '')}]{inc.score:>3} {inc.severity}[/] {escape(inc.id)} "
+                      f"{escape(inc.title)} [dim]({len(inc.steps)} steps, {escape(inc.start or '?')})[/dim]")

@@ -22,10 +22,8 @@ import hashlib
 import io
 import json
 import os
-from collections import Counter, defaultdict
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from collections import Counter
+from datetime import UTC, datetime
 from functools import cache
 from importlib import resources
 from typing import IO, Any
@@ -33,113 +31,19 @@ from typing import IO, Any
 from jinja2 import Environment, PackageLoader, StrictUndefined
 from markupsafe import Markup
 
-from delegatewatch import __version__
+from delegatewatch import __version__, config
 from delegatewatch.engine.hunt import HuntResult
+from delegatewatch.events.principals import Resolver
+from delegatewatch.findings.identities import Identities
+from delegatewatch.findings.incidents import Incident, build_incidents
 from delegatewatch.findings.model import SEVERITIES, Finding
 
 #: The chart libraries, in load order (vega-embed needs vega and vega-lite).
 LIBRARIES = ("vega", "vega-lite", "vega-embed")
 #: Grantee kinds the graph highlights: anyone in the organisation, anyone at all, outsiders.
 RISKY_KINDS = ("default", "anonymous", "guest", "external")
-#: How far apart two findings sharing an actor or a mailbox may be and still be one incident.
-INCIDENT_WINDOW = timedelta(hours=24)
-
 _JS_ESCAPES = {ord("<"): "\\u003c", ord(">"): "\\u003e", ord("&"): "\\u0026",
                0x2028: "\\u2028", 0x2029: "\\u2029"}
-
-
-# -- incidents ---------------------------------------------------------------------------------
-@dataclass
-class Incident:
-    """Findings that belong together (for now: a shared actor or mailbox within a time window)."""
-
-    id: str
-    findings: list[Finding]
-
-    @property
-    def start(self) -> str | None:
-        return min((f.time for f in self.findings if f.time), default=None)
-
-    @property
-    def end(self) -> str | None:
-        return max((f.time for f in self.findings if f.time), default=None)
-
-    @property
-    def severity(self) -> str:
-        return max((f.severity for f in self.findings), key=_sev_rank, default="informational")
-
-    @property
-    def actors(self) -> list[str]:
-        return _distinct(f.actor for f in self.findings)
-
-    @property
-    def mailboxes(self) -> list[str]:
-        return _distinct(f.mailbox for f in self.findings)
-
-
-def _distinct(values: Iterable[str | None]) -> list[str]:
-    return list(dict.fromkeys(v for v in values if v))
-
-
-def _sev_rank(severity: str) -> int:
-    return SEVERITIES.index(severity) if severity in SEVERITIES else 2
-
-
-def _parse_time(value: str | None) -> datetime | None:
-    if not value:
-        return None
-    try:
-        t = datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    return t if t.tzinfo else t.replace(tzinfo=UTC)
-
-
-def group_incidents_by_shared_actor_or_mailbox(findings: Sequence[Finding],
-                                               window: timedelta = INCIDENT_WINDOW) -> list[Incident]:
-    """A first, deliberately simple incident grouping (a later issue replaces it).
-
-    Two findings are in the same incident when they share the actor or the mailbox (compared
-    case-insensitively) and are at most ``window`` apart; the relation is chained, so a series of
-    grants by one actor, each within a day of the previous, is one incident. A finding without a
-    time is an incident of its own. Pure: the findings are not changed.
-
-    Incidents come most severe first, then earliest first; ids are ``INC-1``, ``INC-2``, … in that
-    order, and the findings of an incident are in time order.
-    """
-    parent = list(range(len(findings)))
-
-    def find(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    timed = sorted(((t, i) for i, f in enumerate(findings) if (t := _parse_time(f.time)) is not None),
-                   key=lambda p: p[0])
-    last: dict[tuple[str, str], tuple[datetime, int]] = {}
-    for t, i in timed:
-        f = findings[i]
-        for key in (("actor", (f.actor or "").lower()), ("mailbox", (f.mailbox or "").lower())):
-            if not key[1]:
-                continue
-            seen = last.get(key)
-            if seen is not None and t - seen[0] <= window:
-                a, b = find(seen[1]), find(i)
-                if a != b:
-                    parent[max(a, b)] = min(a, b)
-            last[key] = (t, i)
-    groups: dict[int, list[int]] = defaultdict(list)
-    for i in range(len(findings)):
-        groups[find(i)].append(i)
-    incidents = []
-    for members in groups.values():
-        members.sort(key=lambda i: (findings[i].time or "\uffff", i))
-        incidents.append(Incident("", [findings[i] for i in members]))
-    incidents.sort(key=lambda inc: (-_sev_rank(inc.severity), inc.start or "\uffff", inc.findings[0].id))
-    for n, inc in enumerate(incidents, 1):
-        inc.id = f"INC-{n}"
-    return incidents
 
 
 # -- what the page's script reads ----------------------------------------------------------------
@@ -184,11 +88,31 @@ def volume_series(result: HuntResult) -> list[dict[str, Any]]:
     return charts
 
 
-def report_data(result: HuntResult, incidents: Sequence[Incident] | None = None) -> dict[str, Any]:
+def _incident_data(inc: Incident) -> dict[str, Any]:
+    return {"id": inc.id, "title": inc.title, "score": inc.score, "severity": inc.severity,
+            "factors": [{"name": f.name, "points": f.points, "detail": f.detail} for f in inc.factors],
+            "start": inc.start, "end": inc.end, "actors": inc.actors, "mailboxes": inc.mailboxes,
+            "grantees": inc.grantees, "allowed": inc.allowed, "findings": inc.findings,
+            # a finding's step is just its kind and id: the page has the finding (time, summary, evidence)
+            "steps": [{"kind": s.kind, "finding": s.finding} if s.finding else
+                      {"time": s.time, "kind": s.kind, "what": s.what, "summary": s.summary,
+                       "records": [e.record_id for e in s.evidence[:5]], "more": max(0, len(s.evidence) - 5)}
+                      for s in inc.steps]}
+
+
+def incidents_of(result: HuntResult) -> list[Incident]:
+    """The hunt's incidents; for a result built otherwise (``audit``, benchmarks), incidents from its
+    findings alone, so every finding of a report is in one incident either way."""
+    cfg = config.current()
+    if result.incidents or not result.findings or not cfg.incidents.enabled:
+        return result.incidents
+    return build_incidents(result.findings, [], Identities(Resolver()), cfg.incidents, cfg.allow, assign=False).incidents
+
+
+def report_data(result: HuntResult, incidents: list[Incident] | None = None) -> dict[str, Any]:
     """The JSON the page renders from (kept compact: rule texts once per rule, not per finding)."""
-    if incidents is None:
-        incidents = group_incidents_by_shared_actor_or_mailbox(result.findings)
-    incident_of = {f.id: inc.id for inc in incidents for f in inc.findings}
+    incidents = incidents_of(result) if incidents is None else incidents
+    incident_of = {fid: inc.id for inc in incidents for fid in inc.findings}
     rules: dict[str, dict[str, Any]] = {}
     by_rule = {getattr(r, "name", ""): r for r in result.rules}
     findings = []
@@ -208,15 +132,15 @@ def report_data(result: HuntResult, incidents: Sequence[Incident] | None = None)
                          for e in f.evidence],
         })
     wanted = {e.record_id for f in result.findings for e in f.evidence}
+    wanted |= {rid for inc in incidents for s in inc.steps if s.finding is None for rid in
+               [e.record_id for e in s.evidence[:5]]}
     records = {rid: rec for rid, rec in result.records.items() if rid in wanted}
     days: Counter[tuple[str, str]] = Counter((f.time[:10], f.severity) for f in result.findings if f.time)
     return {
         "severities": list(SEVERITIES),
         "rules": rules,
         "findings": findings,
-        "incidents": [{"id": inc.id, "severity": inc.severity, "start": inc.start, "end": inc.end,
-                       "actors": inc.actors, "mailboxes": inc.mailboxes,
-                       "findings": [f.id for f in inc.findings]} for inc in incidents],
+        "incidents": [_incident_data(inc) for inc in incidents],
         "records": records,
         "timeline": [{"day": d, "severity": s, "count": n} for (d, s), n in sorted(days.items())],
         "volume": volume_series(result),
@@ -261,7 +185,7 @@ def _inline_script(text: str) -> str:
 
 def render(result: HuntResult, *, title: str | None = None, generated_at: datetime | None = None) -> str:
     """The report as one HTML document (a string)."""
-    incidents = group_incidents_by_shared_actor_or_mailbox(result.findings)
+    incidents = incidents_of(result)
     data = script_json(report_data(result, incidents))
     scripts = [_inline_script(_static(f"{name}.min.js")) for name in LIBRARIES]
     scripts.append(_inline_script(_static("report.js")))

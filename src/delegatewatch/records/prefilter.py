@@ -16,8 +16,10 @@ speed and falls to ~0.6 GB/s beyond 64, so the names are split into automata of 
 
 Stage two: for the operation found, the rules that look at it each need one of a few literals
 in the record (``detections/literals.py``: a parameter name, a right, a principal); a line with
-none of them (case-insensitively) is dropped too. Both stages may keep too much (the parsed record
-is re-checked and the rules decide), never too little: tests compare against a hunt without the
+none of them (case-insensitively) is dropped too; an analytic may instead give a regular expression
+over the raw line (searched in place: no lower-cased copy, one pass, where the forty spellings of
+``"LogonType": 2`` as literals would cost forty). Both stages may keep too much (the parsed record is
+re-checked and the rules decide), never too little: tests compare against a hunt without the
 prefilter.
 """
 
@@ -55,17 +57,23 @@ class Prefilter:
     #: (spellings, automaton over them) per pass of stage one
     _searches: tuple[tuple[tuple[bytes, ...], Any], ...] = ()
     _stage_two: Mapping[str, Any] = field(default_factory=dict)  # operation → automaton of its literals
+    #: operation (lower-case) → a pattern over the raw line (as written) that also keeps it
+    patterns: Mapping[str, re.Pattern[bytes]] = field(default_factory=dict)
 
     @classmethod
     def for_operations(cls, operations: Iterable[str],
-                       literals: Mapping[str, Iterable[str] | None] | None = None) -> Prefilter:
+                       literals: Mapping[str, Iterable[str] | None] | None = None,
+                       patterns: Mapping[str, str] | None = None) -> Prefilter:
         ops = {o for o in operations if o}
         names = sorted({s.encode() for o in ops for s in (o, o.lower())})
         chunks = [tuple(names[i : i + AUTOMATON_SIZE]) for i in range(0, len(names), AUTOMATON_SIZE)]
         lits = {op.lower(): tuple(sorted(x.lower().encode("ascii") for x in req))
                 for op, req in (literals or {}).items() if req is not None}
+        pats = {op.lower(): re.compile(p.encode("ascii")) for op, p in (patterns or {}).items()}
+        for op in pats:
+            lits.setdefault(op, ())  # a pattern alone is a second-stage test too
         return cls(frozenset(o.lower() for o in ops), lits, tuple((c, _automaton(c)) for c in chunks),
-                   {op: _automaton(req) for op, req in lits.items() if req})
+                   {op: _automaton(req) for op, req in lits.items() if req}, pats)
 
     def wants(self, record: dict[str, Any]) -> bool:
         op = record.get("Operation")
@@ -96,7 +104,10 @@ class Prefilter:
 
     def keep(self, operation: str, line: bytes, start: int = 0, end: int | None = None) -> bool:
         """Stage two on ``line[start:end]``, a raw line whose operation stage one found."""
+        if operation not in self.literals:
+            return True  # no second-stage test
+        pattern = self.patterns.get(operation)
+        if pattern is not None and pattern.search(line, start, len(line) if end is None else end) is not None:
+            return True
         search = self._stage_two.get(operation)
-        if search is None:
-            return operation not in self.literals  # no literal list: no second-stage test
-        return bool(search.find_matches_as_indexes(line[start:end].lower()))
+        return search is not None and bool(search.find_matches_as_indexes(line[start:end].lower()))

@@ -246,18 +246,36 @@
     var shown = inc.findings.filter(function (id) { return !matchingSet || matchingSet.has(id); });
     var span = inc.start && inc.end && inc.start !== inc.end ? fmtTime(inc.start) + ' → ' + fmtTime(inc.end) : fmtTime(inc.start);
     var card = el('div', { class: 'incident sev-border-' + inc.severity, id: 'inc-' + inc.id, dataset: { incidentId: inc.id } },
-      el('h3', null, sevBadge(inc.severity), el('span', { text: inc.id + ' · ' + inc.findings.length + (inc.findings.length === 1 ? ' finding' : ' findings') }),
+      el('h3', null, sevBadge(inc.severity), el('span', { class: 'score', text: 'risk ' + inc.score + '/100' }),
+        el('span', { text: inc.id + ' · ' + inc.steps.length + (inc.steps.length === 1 ? ' step' : ' steps') }),
         el('span', { class: 'who', text: span })),
-      el('div', { class: 'who', text: 'actors: ' + listText(inc.actors, 4) + ' · mailboxes: ' + listText(inc.mailboxes, 4) }));
+      el('div', { class: 'inc-title', text: inc.title }),
+      el('div', { class: 'who', text: 'actors: ' + listText(inc.actors, 4) + ' · mailboxes: ' + listText(inc.mailboxes, 4) +
+        ' · grantees: ' + listText(inc.grantees, 4) }));
+    var factors = el('ul', { class: 'factors' });
+    inc.factors.forEach(function (f) {
+      factors.appendChild(el('li', { text: (f.points >= 0 ? '+' : '') + f.points + ' ' + f.name + ': ' + f.detail }));
+    });
+    card.appendChild(factors);
     var ol = el('ol', { class: 'timeline' });
     var MAX = 25;
-    shown.slice(0, MAX).forEach(function (id) {
-      var f = byId.get(id);
-      ol.appendChild(el('li', { class: 'sev-dot-' + f.severity },
-        el('time', { text: fmtTime(f.time) }), sevBadge(f.severity), ' ',
-        el('a', { class: 'jump', href: '#f-' + f.id, text: f.summary, on: { click: function (ev) { ev.preventDefault(); showFinding(f.id); } } })));
+    inc.steps.slice(0, MAX).forEach(function (s) {
+      var f = s.finding ? byId.get(s.finding) : null;
+      var li = el('li', { class: 'step-' + s.kind + (f ? ' sev-dot-' + f.severity : '') },
+        el('time', { text: fmtTime(f ? f.time : s.time) }), el('span', { class: 'step-kind', text: s.kind }), ' ');
+      if (f) {
+        li.appendChild(el('a', { class: 'jump', href: '#f-' + f.id, text: f.summary,
+          on: { click: function (ev) { ev.preventDefault(); showFinding(f.id); } } }));
+      } else if (s.finding) {
+        li.appendChild(el('span', { class: 'empty', text: 'finding ' + s.finding + ' (not in this report)' }));
+      } else {
+        li.appendChild(el('span', { text: s.summary }));
+        (s.records || []).forEach(function (rid) { li.appendChild(rawDetails(rid)); });
+        if (s.more) li.appendChild(el('span', { class: 'empty', text: ' and ' + s.more + ' more records' }));
+      }
+      ol.appendChild(li);
     });
-    if (shown.length > MAX) ol.appendChild(el('li', { class: 'empty', text: (shown.length - MAX) + ' more findings in this incident' }));
+    if (inc.steps.length > MAX) ol.appendChild(el('li', { class: 'empty', text: (inc.steps.length - MAX) + ' more steps in this incident (all in --incidents)' }));
     if (shown.length < inc.findings.length) ol.appendChild(el('li', { class: 'empty', text: (inc.findings.length - shown.length) + ' findings hidden by the filters' }));
     card.appendChild(ol);
     return card;
