@@ -15,7 +15,8 @@ configuration can switch them on); the prefilter then keeps them and they reach 
 
 Operations that are a large share of real audit logs and mostly irrelevant (``MailItemsAccessed``
 and ``MailboxLogin``: owner access is most of them) can be asked for with a regular expression over
-the raw line instead: ``M365_REQUIRES = {"MailItemsAccessed": r'ogon_?[Tt]ype""?:…'}`` feeds a
+the raw line instead: ``M365_REQUIRES = {"MailItemsAccessed": r'ogon_?[Tt]ype""?:…'}`` (or a function
+returning it) feeds a
 record of that operation only when the pattern matches (searched in place, one pass, where forty
 spellings as literals would cost forty). Both tests may over-match, so the module re-checks the
 parsed value; ``--full-parse`` feeds them all. ``M365_KEEP(record) -> bool`` (optional) is that
@@ -74,7 +75,8 @@ def _wanted(module) -> dict[str, tuple[str, Need]]:  # noqa: ANN001
     for op in ops:
         literals = ops[op] if isinstance(ops, Mapping) else None
         out[op.lower()] = (op, Need() if literals is None else Need(frozenset(x.lower() for x in literals)))
-    for op, pattern in getattr(module, "M365_REQUIRES", {}).items():
+    required = getattr(module, "M365_REQUIRES", {})
+    for op, pattern in (required() if callable(required) else required).items():
         out.setdefault(op.lower(), (op, Need(frozenset(), pattern)))
     return out
 

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from delegatewatch import config
 from delegatewatch.events.principals import SYSTEM_ACCOUNTS
 from delegatewatch.events.ual import client_ip, succeeded
 from delegatewatch.findings.model import Evidence
@@ -57,10 +58,19 @@ SIGN_IN_PROPERTIES = ("strongauthentication", "password", "userprincipalname", "
 FAMILY = __name__.rsplit(".", 1)[-1]  # the name the hunt collects this module's records under
 #: folders a hiding rule moves mail to (as rules/m365_inbox_rule_hiding.yml)
 HIDING_FOLDERS = ("RSS", "Conversation History", "Archive", "Deleted Items", "Junk")
-M365_OPERATIONS = (*SEND_OPERATIONS, *PASSWORD_OPERATIONS, *ROLE_OPERATIONS, "Update user.", "UpdateInboxRules")
+_OPERATIONS = (*SEND_OPERATIONS, *PASSWORD_OPERATIONS, *ROLE_OPERATIONS, "Update user.", "UpdateInboxRules")
 #: operations fed only when the line carries a non-owner LogonType (see the module text)
-M365_REQUIRES = {op: LOGON_PATTERN for op in (*ACCESS_OPERATIONS, "Send")}
-_LOGON_CHECKED = frozenset(op.lower() for op in M365_REQUIRES)
+_REQUIRES = {op: LOGON_PATTERN for op in (*ACCESS_OPERATIONS, "Send")}
+_LOGON_CHECKED = frozenset(op.lower() for op in _REQUIRES)
+
+
+def M365_OPERATIONS() -> tuple[str, ...]:  # noqa: N802 - the analytics hook's name
+    """Uses and precursors read whole, when ``[incidents] enabled`` (nothing is fed otherwise)."""
+    return _OPERATIONS if config.current().incidents.enabled else ()
+
+
+def M365_REQUIRES() -> dict[str, str]:  # noqa: N802 - the analytics hook's name
+    return _REQUIRES if config.current().incidents.enabled else {}
 
 
 def M365_KEEP(data: dict[str, Any]) -> bool:  # noqa: N802 - the analytics hook's name
