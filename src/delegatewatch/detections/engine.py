@@ -67,9 +67,15 @@ class RuleEngine:
                 table[c] = column
             self.con.register("events", table)
             try:
-                for rule in rules:
-                    found = self.con.execute(f"SELECT _idx FROM events WHERE {rule.sql}").fetchall()
-                    hits[position[id(rule)]].extend(i for (i,) in found)
+                # One query for all the rules of this group (a query costs ~1 ms however small the
+                # batch): a column per rule, the rows any rule matches. NULL counts as no match.
+                flags = ", ".join(f"coalesce(({r.sql}), false)" for r in rules)
+                found = self.con.execute(f"SELECT * FROM (SELECT _idx, {flags} FROM events) "
+                                         f"WHERE {' OR '.join(f'#{n + 2}' for n in range(len(rules)))}").fetchall()
+                for row in found:
+                    for n, rule in enumerate(rules):
+                        if row[n + 1]:
+                            hits[position[id(rule)]].append(row[0])
             finally:
                 self.con.unregister("events")
         return [(self.rules[n], i) for n in sorted(hits) for i in sorted(hits[n])]

@@ -44,6 +44,9 @@ from delegatewatch.sources.opening import sniff
 BATCH = 20_000
 #: Files at least this large are split into ranges for parallel work (plain UTF-8 NDJSON only).
 SPLIT_MIN = 64 << 20
+#: A range is at most this large (more ranges than workers only for bigger files: every range costs
+#: a DuckDB batch of its own, and more ranges balance the workers and move the progress bar).
+UNIT_MAX = 1 << 30
 #: Below this much input in total, worker processes cost more than they save.
 PARALLEL_MIN = 32 << 20
 
@@ -198,7 +201,7 @@ def plan(paths: Sequence[str], jobs: int, stats: ReadStats, exclude: Sequence[st
             if (found is not None and found.dialect and not opened.gzip and opened.encoding == "utf-8"
                     and opened.bom == 0 and by_dialect(found.dialect).splittable):
                 stats.files_read.append((path, found.dialect))
-                units += [Unit(path, s, e, found.dialect) for s, e in split_points(path, jobs * 2)]
+                units += [Unit(path, s, e, found.dialect) for s, e in split_points(path, max(jobs, -(-size // UNIT_MAX)))]
                 continue
         units.append(Unit(path))
     return units

@@ -108,7 +108,8 @@ def plan(paths: Sequence[str], parallelism: int, stats: ReadStats, exclude: Sequ
     skip = set(exclude)
     for path in map(local_path, paths):  # dbfs:/ is the /dbfs mount every node has: a plain path
         if not is_uri(path):
-            units += hunt_mod.plan([path], parallelism, stats, exclude)
+            # 2 × parallelism ranges, as for URIs: tasks on a cluster balance better in more pieces
+            units += hunt_mod.plan([path], parallelism * 2 if parallelism > 1 else 1, stats, exclude)
             continue
         for uri, size in list_uri(path, stats):
             if uri in skip:
