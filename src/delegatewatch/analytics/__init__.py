@@ -8,6 +8,11 @@ Unified-audit-log records (family ``m365``) are prefiltered by operation, so a m
 wants some of them lists their operations in ``M365_OPERATIONS`` (e.g. ``{"Send", "SendAs"}``, or
 a function returning them, so configuration can switch them on); the prefilter then keeps them and
 they reach the module's ``analyze`` with its own family's records.
+
+A module may also define ``reduce(record)``: the hunt calls it where the record is read (in its
+worker processes) and collects what it returns instead of the record (None: drop it), so a module
+that needs a few fields of many records (mail sends) moves a compact, picklable form between
+processes. The form must keep a mutable ``line`` (the hunt renumbers it like a record's).
 """
 
 from __future__ import annotations
@@ -39,3 +44,12 @@ def analytic_for(family: str) -> Callable | None:
     except ModuleNotFoundError:
         return None
     return getattr(module, "analyze", None)
+
+
+def reducer_for(family: str) -> Callable | None:
+    """The analytics module's per-record ``reduce`` (see above), or None to collect records whole."""
+    try:
+        module = importlib.import_module(f"delegatewatch.analytics.{family}")
+    except ModuleNotFoundError:
+        return None
+    return getattr(module, "reduce", None)

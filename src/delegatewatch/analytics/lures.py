@@ -314,6 +314,8 @@ def _describe(label: int, items: Sequence[tuple[Message, bool]], other_days: int
             suppressed = "reply storm: replies that mostly go to one address"
         elif top_share is None and all((m.count or 0) <= 2 for m in msgs):
             suppressed = "reply storm: replies to one or two recipients each"
+        elif top_share is None and _one_list(msgs):
+            suppressed = "reply storm: reply-all on one list (every reply has about the same recipient count)"
     if suppressed is None and other_days >= cfg.recurring_days:
         suppressed = f"recurring template: also sent on {other_days} other days"
     if suppressed is None:
@@ -334,6 +336,16 @@ def _describe(label: int, items: Sequence[tuple[Message, bool]], other_days: int
     attachments = sorted({a for m in msgs for a in m.attachments})
     return Campaign(label, msgs[0].time, msgs[-1].time, msgs, senders, subjects, attachments, _reach(msgs),
                     reply_share, top_share, suppressed, other_days)
+
+
+def _one_list(msgs: Sequence[Message]) -> bool:
+    """Without addresses (UAL ``Send`` without ``recipientList``): replies that all go to about the
+    same number of people (within ±2, or ±10 % of a large list) are a reply-all on one list; lures
+    sent from several accounts reach each account's own contacts, whose counts differ."""
+    counts = [m.count for m in msgs if m.count]
+    if len(counts) < len(msgs) or not counts:
+        return False
+    return max(counts) - min(counts) <= max(2, 0.1 * min(counts))
 
 
 def candidate_mask(labels: np.ndarray, senders: np.ndarray, times: np.ndarray, reach: np.ndarray,

@@ -25,7 +25,7 @@ from delegatewatch.detections.rules import Rule, load_rules
 from delegatewatch.events.model import Event
 from delegatewatch.events.principals import Directory, Resolver
 from delegatewatch import config
-from delegatewatch.analytics import analytic_for, m365_feeds
+from delegatewatch.analytics import analytic_for, m365_feeds, reducer_for
 from delegatewatch.events.registry import mapper_for
 from delegatewatch.findings.allow import apply_allow_list
 from delegatewatch.findings.build import apply_context, build, sort_findings
@@ -75,8 +75,9 @@ class UnitResult:
     ids: list[str]  # Ids of candidate records, in order (cross-unit de-duplication)
     matches: list[tuple[int, Record]]  # (rule index, record)
     candidates: int = 0
-    #: (analytics family, record) for every record an analytic wants (``delegatewatch.analytics``)
-    collected: list[tuple[str, Record]] = field(default_factory=list)
+    #: (analytics family, record or the analytic's reduced form of it) for every record an analytic
+    #: wants (``delegatewatch.analytics``: ``reduce`` runs here, in the worker)
+    collected: list[tuple[str, Any]] = field(default_factory=list)
 
 
 def prefilter_for(rules: Sequence[Rule], *, literals: bool = True) -> Prefilter | None:
@@ -123,9 +124,18 @@ def _scan(unit: Unit) -> UnitResult:
     ids: list[str] = []
     batch: list[Record] = []
     matches: list[tuple[int, Record]] = []
-    collected: list[tuple[str, Record]] = []
+    collected: list[tuple[str, Any]] = []
     analysed: dict[str, bool] = {}
+    reducers: dict[str, Callable | None] = {}
     feeds = m365_feeds()
+
+    def collect(family: str, record: Record) -> None:
+        if family not in reducers:
+            reducers[family] = reducer_for(family)
+        reduce = reducers[family]
+        item = reduce(record) if reduce is not None else record
+        if item is not None:
+            collected.append((family, item))
     candidates = 0
 
     def flush() -> None:
@@ -146,12 +156,12 @@ def _scan(unit: Unit) -> UnitResult:
             if record.family not in analysed:
                 analysed[record.family] = analytic_for(record.family) is not None
             if analysed[record.family]:
-                collected.append((record.family, record))
+                collect(record.family, record)
         elif feeds:
             op = record.data.get("Operation")
             feed = feeds.get(op.lower()) if isinstance(op, str) else None
             if feed is not None:
-                collected.append((feed, record))
+                collect(feed, record)
         if wanted is not None and record.family == "m365" and not wanted.wants(record.data):
             continue
         if isinstance(rid, str) and rid:
