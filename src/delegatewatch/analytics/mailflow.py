@@ -14,9 +14,8 @@ Sources of sends (normalised by :func:`sends_from_records` into :class:`Send`):
 * Exchange Server message tracking logs: ``SUBMIT`` events, and ``RECEIVE`` with source
   ``STOREDRIVER`` (mailbox submissions = user sends);
 * Gmail ``delivery`` events with ``event_info.mail_event_type`` 1 (message sent): records of
-  family ``google`` given to :func:`analyze` or :func:`sends_from_records` — see
-  :func:`google_send`. HOOK: the hunt hands ``google`` records to ``analytics/google.py``; that
-  module passes its delivery records on (``mailflow.analyze(records, resolver)``) when it exists.
+  family ``google`` — see :func:`google_send`. The hunt hands ``google`` records to
+  ``analytics/google.py``, which keeps the sent-mail ones and passes them to :func:`analyze`.
 
 A message seen by several sources (a UAL ``Send`` and its message-trace rows) is one send: they
 are merged by Internet message id (the UAL record gives the acting user, the trace the
@@ -417,7 +416,7 @@ def _merge(into: Send, other: Send) -> None:
     into.evidence.extend(e for e in other.evidence if e not in into.evidence)
 
 
-# -- Gmail (HOOK: records of the google family) -------------------------------------------------
+# -- Gmail (records of the google family, via analytics/google.py) ----------------------------------------------
 def _gparams(params: Any) -> dict[str, Any]:
     """Reports API parameters (``[{name, value|intValue|boolValue|multiValue|messageValue}]``) or an
     already flattened dict → a nested dict."""
@@ -454,8 +453,10 @@ def google_send(record: Record, builder: _Builder | None = None) -> Send | None:
     Accepts the Reports API activity (``events`` a list, parameters as name/value lists with
     ``messageValue``) and a reader's one-event-per-record form (``events`` a dict, parameters
     nested dicts). The ``message`` sub-parameter names are not documented verbatim (formats.md
-    §6.4, UNCERTAIN): ``message.subject``, ``message.rfc2822_message_id``,
-    ``message.source.address``, ``message.destination[].address`` are read when present."""
+    §6.4, UNCERTAIN): read like the Google event mapper reads them (``message_info`` or
+    ``message``; sender ``source.from_header_address`` / ``source.address``; ``subject``;
+    ``rfc2822_message_id`` / ``message_id``; ``event_info.success`` false = failed), plus
+    ``destination[].address`` and ``attachment[].file_name``."""
     data = record.data
     events = data.get("events")
     events = [events] if isinstance(events, dict) else (events or [])
@@ -469,9 +470,12 @@ def google_send(record: Record, builder: _Builder | None = None) -> Send | None:
                 continue
         except (TypeError, ValueError):
             continue
-        msg = params.get("message") if isinstance(params.get("message"), dict) else {}
+        if str(_dig(params, "event_info.success")).lower() == "false":
+            return None  # a failed send (as events/families/google.py reads it)
+        msg = next((m for m in (params.get("message_info"), params.get("message")) if isinstance(m, dict)), {})
         when = parse_time(_dig(data, "id.time"))
-        sender = _addr(_dig(msg, "source.address")) or _addr(_dig(data, "actor.email"))
+        sender = (_addr(_dig(msg, "source.from_header_address")) or _addr(_dig(msg, "source.address"))
+                  or _addr(msg.get("source_address")) or _addr(_dig(data, "actor.email")))
         if when is None or not sender:
             return None
         dest = msg.get("destination")
@@ -482,7 +486,7 @@ def google_send(record: Record, builder: _Builder | None = None) -> Send | None:
             if isinstance(atts, list) else ()
         name = builder.name(sender) if builder else sender
         return Send(time=when, sender=name or sender, actor=_addr(_dig(data, "actor.email")),
-                    subject=msg.get("subject"), message_id=_mid(msg.get("rfc2822_message_id")),
+                    subject=msg.get("subject"), message_id=_mid(msg.get("rfc2822_message_id") or msg.get("message_id")),
                     recipients=recipients, attachments=names, operation="delivery",
                     sources=(record.dialect,), evidence=[_ev(record, when)],
                     client_ip=data.get("ipAddress"), direction="outbound")
