@@ -80,6 +80,8 @@ class SendVolumeConfig:
     #: days of the chart before and after a flagged window
     chart_days_before: int = 7
     chart_days_after: int = 1
+    #: ``watch``: days of per-account window counts kept between rounds (the baseline's memory)
+    history_days: int = 28
 
 
 @dataclass(frozen=True)

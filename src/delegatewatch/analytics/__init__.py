@@ -38,18 +38,18 @@ def m365_feeds() -> dict[str, str]:
     return out
 
 
-def analytic_for(family: str) -> Callable | None:
+def _hook(family: str, name: str) -> Callable | None:
     try:
         module = importlib.import_module(f"delegatewatch.analytics.{family}")
     except ModuleNotFoundError:
         return None
-    return getattr(module, "analyze", None)
+    return getattr(module, name, None)
+
+
+def analytic_for(family: str) -> Callable | None:
+    return _hook(family, "analyze")
 
 
 def reducer_for(family: str) -> Callable | None:
     """The analytics module's per-record ``reduce`` (see above), or None to collect records whole."""
-    try:
-        module = importlib.import_module(f"delegatewatch.analytics.{family}")
-    except ModuleNotFoundError:
-        return None
-    return getattr(module, "reduce", None)
+    return _hook(family, "reduce")

@@ -587,15 +587,22 @@ def _gc_paused() -> Iterator[None]:
 def analyze_sends(sends: Sequence[Send], domains: set[str], cfg: configuration.Config | None = None) -> list[Finding]:
     """The analytics over sends already built (``sends_from_records``, or another front end)."""
     cfg = cfg or configuration.current()
-    ours = [s for s in sends if is_internal(s.sender, domains) and s.direction != "inbound"
-            and not _allowed(s.sender, cfg.mailflow)] if domains else [s for s in sends if s.direction == "outbound"
-                                                                        and not _allowed(s.sender, cfg.mailflow)]
+    ours = our_sends(sends, domains, cfg.mailflow)
     findings: list[Finding] = []
     if cfg.send_volume.enabled:
         findings += volume_findings(ours, cfg)
     if cfg.lures.enabled:
         findings += lure_findings(ours, cfg, domains or None)
     return findings
+
+
+def our_sends(sends: Sequence[Send], domains: set[str], cfg: configuration.MailflowConfig) -> list[Send]:
+    """The sends the analytics judge: from the organisation's own accounts (not inbound mail), minus
+    service accounts and newsletter senders."""
+    if domains:
+        return [s for s in sends if is_internal(s.sender, domains) and s.direction != "inbound"
+                and not _allowed(s.sender, cfg)]
+    return [s for s in sends if s.direction == "outbound" and not _allowed(s.sender, cfg)]
 
 
 # -- send volume --------------------------------------------------------------------------------
