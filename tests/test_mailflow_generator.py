@@ -96,6 +96,7 @@ def generate(seed: int = 7, weeks: int = 4, users: int = 60) -> tuple[list[Mail]
                                   f"[Monitor] host{rnd.randint(1, 200)} cpu {rnd.randint(80, 99)}%",
                                   [addr("ops")], case="steady_high_volume"))
     truth.quiet_accounts["steady_high_volume"] = {news, alerts}
+    truth.quiet_subjects["steady_high_volume"] = {"Weekly digest", "[Monitor]"}
     # -- broadcasts: one message to many (counts once)
     comms = addr("comms")
     for d in range(0, days, 7):
@@ -107,6 +108,7 @@ def generate(seed: int = 7, weeks: int = 4, users: int = 60) -> tuple[list[Mail]
     mails.append(Mail(START + timedelta(days=9, hours=11), people[7], "Team offsite logistics", list(people),
                       case="broadcast"))
     truth.quiet_accounts["broadcast"] = {comms, people[7]}
+    truth.quiet_subjects["broadcast"] = {"Company update week", "building access", "Team offsite logistics"}
     # -- the assistant who sends on behalf of the CEO every weekday
     ceo, assistant = addr("ceo"), addr("assistant")
     for d in range(days):
@@ -122,6 +124,7 @@ def generate(seed: int = 7, weeks: int = 4, users: int = 60) -> tuple[list[Mail]
                               "Meeting request: " + " ".join(rnd.sample(WORDS, 2)), [rnd.choice(people + externals)],
                               actor=assistant, operation="SendOnBehalf", case="assistant"))
     truth.quiet_accounts["assistant"] = {ceo, assistant}
+    truth.quiet_subjects["assistant"] = {"Meeting request"}
     # -- a new hire with ordinary volume in the last week
     newhire = addr("newhire")
     for d in range(days - 3, days):
@@ -183,6 +186,10 @@ def generate(seed: int = 7, weeks: int = 4, users: int = 60) -> tuple[list[Mail]
         mails.append(Mail(START + timedelta(days=12, hours=10, minutes=4 * i), p, "RE: Office move on Friday",
                           [r for r in team if r != p], case="reply_storm"))
     truth.quiet_subjects["reply_storm"] = {"Holiday party RSVP", "Office move on Friday"}
+    # their senders must not look like a volume burst either (user005, user011 and user012 get a real
+    # burst on other days: the burst case judges those)
+    truth.quiet_accounts["reply_storm"] = ({p for p in people[:25] if p != organiser} | set(team[:12])) - {
+        busy, people[11], people[12]}
     # -- recurring template: daily stand-up notes from ten team leads to their teams
     for d in range(days):
         day = START + timedelta(days=d)
