@@ -231,11 +231,11 @@ def find_campaigns(messages: Sequence[Message], cfg: LuresConfig) -> list[Campai
         if len(senders_total) < cfg.min_senders:
             continue
         members.sort(key=lambda i: prepared[i][0].time)
+        cluster_days = {int(prepared[i][0].time // 86400) for i in members}  # once per cluster, not episode
         for episode in _episodes([prepared[i][0] for i in members], window, cfg):
             ep_msgs = [prepared[members[k]] for k in episode]
             own_days = {int(m.time // 86400) for m, _ in ep_msgs}
-            other_days = {int(prepared[i][0].time // 86400) for i in members} - own_days
-            out.append(_describe(label, ep_msgs, len(other_days), cfg))
+            out.append(_describe(label, ep_msgs, len(cluster_days - own_days), cfg))
     out.sort(key=lambda c: (c.start, c.senders))
     return out
 
@@ -254,28 +254,26 @@ def _reach(msgs: Sequence[Message]) -> int:
 def _episodes(msgs: Sequence[Message], window: float, cfg: LuresConfig) -> list[list[int]]:
     """Indices of messages in qualifying windows, grouped into episodes (a sliding window)."""
     marked = [False] * len(msgs)
-    senders: Counter[str] = Counter()
-    addresses: Counter[str] = Counter()
+    # plain dicts of counts in the window (Counter.update/subtract cost several times more here)
+    senders: dict[str, int] = {}
+    addresses: dict[str, int] = {}
     unknown = 0
     j = done = 0
     for i, m in enumerate(msgs):
-        senders[m.sender] += 1
+        senders[m.sender] = senders.get(m.sender, 0) + 1
         if m.internal is None:
             unknown += m.count or 0
         else:
-            addresses.update(set(m.internal))
+            for a in set(m.internal):
+                addresses[a] = addresses.get(a, 0) + 1
         while msgs[j].time < m.time - window:
             old = msgs[j]
-            senders[old.sender] -= 1
-            if not senders[old.sender]:
-                del senders[old.sender]
+            _drop(senders, old.sender)
             if old.internal is None:
                 unknown -= old.count or 0
             else:
-                addresses.subtract(set(old.internal))
                 for a in set(old.internal):
-                    if addresses[a] <= 0:
-                        del addresses[a]
+                    _drop(addresses, a)
             j += 1
         if len(senders) >= cfg.min_senders and len(addresses) + unknown >= cfg.min_recipients:
             for k in range(max(j, done), i + 1):
@@ -292,6 +290,14 @@ def _episodes(msgs: Sequence[Message], window: float, cfg: LuresConfig) -> list[
             episodes.append([k])
         last = k
     return episodes
+
+
+def _drop(counts: dict[str, int], key: str) -> None:
+    n = counts[key] - 1
+    if n:
+        counts[key] = n
+    else:
+        del counts[key]
 
 
 def _describe(label: int, items: Sequence[tuple[Message, bool]], other_days: int, cfg: LuresConfig) -> Campaign:
