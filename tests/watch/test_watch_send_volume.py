@@ -168,3 +168,24 @@ def test_watch_cli_reads_settings(tmp_path, settings, monkeypatch):
     r = CliRunner().invoke(cli.watch_command, ["--source", "m365", "--state", str(tmp_path / "s2"), "--once",
                                                "--settings", str(bad)])
     assert r.exit_code == 1 and "history_dayz" in r.output
+
+
+def test_gmail_sends_feed_the_watch_baselines(tmp_path, data, settings):
+    """Google collector batches: Gmail delivery events of sent mail are counted like audit-log sends."""
+    from delegatewatch.engine.hunt import hunt
+    from tests.test_mailflow_generator import write_gmail
+
+    mails, truth, _ = data
+    first, second = tmp_path / "gmail-1.ndjson", tmp_path / "gmail-2.ndjson"
+    cut = START + timedelta(days=21)
+    write_gmail([m for m in mails if m.time < cut], first)
+    write_gmail([m for m in mails if m.time >= cut], second)
+    analytic = SendVolumeWatch(settings)
+    found = []
+    with WatchState(tmp_path / "state") as state:
+        for path in (first, second):
+            with state.commit_batch(files=[str(path)], record_ids=[], sinks=[]) as batch:
+                found += analytic.observe(hunt([str(path)], jobs=1), batch.kv(analytic.name))
+    assert sorted(f.mailbox for f in found) == sorted(a for a, _, _ in truth.bursts)
+    late = [f for f in found if f.time >= cut.strftime("%Y-%m-%dT%H:%M:%SZ")]
+    assert late and all(Path(e.source).name == "gmail-2.ndjson" for f in late for e in f.evidence)
