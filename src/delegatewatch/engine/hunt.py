@@ -128,15 +128,16 @@ def _scan(unit: Unit) -> UnitResult:
     analysed: dict[str, bool] = {}
     reducers: dict[str, Callable | None] = {}
     feeds = m365_feeds()
+    candidates = 0
 
     def collect(family: str, record: Record) -> None:
+        # the analytic's reduce runs here, in the worker: only its compact result is pickled back
         if family not in reducers:
             reducers[family] = reducer_for(family)
         reduce = reducers[family]
         item = reduce(record) if reduce is not None else record
         if item is not None:
             collected.append((family, item))
-    candidates = 0
 
     def flush() -> None:
         for rule, i in engine.evaluate([r.data for r in batch], [r.family for r in batch]):
