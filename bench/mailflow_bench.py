@@ -126,6 +126,7 @@ def main() -> None:
     ap.add_argument("--days", type=int, default=30)
     ap.add_argument("--cases", type=int, default=10, help="injected send bursts and lure campaigns (each)")
     ap.add_argument("--chunk", type=int, default=1_000_000)
+    ap.add_argument("--debug", action="store_true", help="print the campaigns found for the injected templates")
     args = ap.parse_args()
     plan = Plan(args.events, args.accounts, args.days, args.cases, args.chunk)
     cfg = configuration.Config()
@@ -182,7 +183,12 @@ def main() -> None:
     msgs = [L.Message(i, float(t), f"u{a}", vocab[s], internal=tuple(
         f"u{(s * 31 + k) % n_accounts}" for k in range(r)))
             for i, (a, t, s, r) in enumerate(zip(acc.tolist(), when.tolist(), subj.tolist(), reach.tolist()))]
-    campaigns = [c for c in L.find_campaigns(msgs, cfg.lures) if c.suppressed is None]
+    everything = L.find_campaigns(msgs, cfg.lures)
+    campaigns = [c for c in everything if c.suppressed is None]
+    if args.debug:  # what became of the clusters that hold the injected templates
+        for c in everything:
+            if any(t.split("{")[0][:12] in " ".join(c.subjects) for t in LURE_TEMPLATES):
+                print("DEBUG", c.suppressed, c.senders[:8], c.subjects[:3], c.reach, c.other_days)
     lure_time = time.perf_counter() - t0
     got = {frozenset(int(s[1:]) for s in c.senders) for c in campaigns}
     lure_hit = sum(any(s <= g for g in got) for s, _ in lures)

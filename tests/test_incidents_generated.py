@@ -268,6 +268,11 @@ def test_mail_flow_anomalies_are_incidents_and_look_alikes_are_not(tenant_hunt):
     print({"recall": recall, "flagged": len(flagged_mail), "false": [i.title for i in false]})
     assert recall == {"burst": 1.0, "lure": 1.0}
     assert false == []  # precision 1.0 over mail-flow incidents
+    # The benign senders (steady volume, broadcasts, reply storms, the assistant) are in no incident of
+    # their own. The generator's reply-storm accounts are also actors of the injected chains and lures:
+    # the incidents holding those labelled records are judged above, not here.
     quiet = set().union(*tenant.truth.quiet_accounts.values())
+    chained = set().union(*(c.grants | c.uses | c.precursors for c in tenant.cases if c.positive))
     assert not [i.title for i in result.incidents if quiet & (set(i.mailboxes) | set(i.grantees))
-                and any(s.kind in ("send-burst", "use") for s in i.steps) and i.severity != "informational"]
+                and any(s.kind in ("send-burst", "use") for s in i.steps) and i.severity != "informational"
+                and not {e.record_id for e in i.evidence} & chained and not set(i.mailboxes) & labelled]

@@ -46,11 +46,21 @@ def scores_by_case():
     return table
 
 
-@pytest.mark.parametrize("case", ["lure", "reply_storm", "recurring_template", "common_subject"])
+@pytest.mark.parametrize("case", ["lure", "reply_storm", "recurring_template", "common_subject",
+                                  "steady_high_volume", "broadcast", "assistant"])
 def test_precision_and_recall_per_case(case: str) -> None:
     row = scores_by_case()[case]
     assert row["precision"] == 1.0, (case, row)
     assert row["recall"] == 1.0, (case, row)
+
+
+def test_every_benign_look_alike_is_scored() -> None:
+    _, _, truth = _run()
+    assert {"steady_high_volume", "broadcast", "reply_storm", "assistant"} <= set(truth.quiet_subjects)
+    assert set(truth.quiet_subjects) <= set(scores_by_case())
+    mails, _ = generate()
+    for case, subjects in truth.quiet_subjects.items():  # each names subjects the generator really sends
+        assert all(any(s in m.subject for m in mails if m.case == case) for s in subjects), case
 
 
 def test_benign_look_alikes_are_seen_and_set_aside_for_the_right_reason() -> None:
@@ -118,7 +128,9 @@ def test_lsh_clusters_near_duplicates_among_many_texts() -> None:
 
 
 def test_similarity_threshold_is_a_tunable() -> None:
-    texts = ["quarterly bonus review for ann", "quarterly bonus review for bob and the team in finance"]
+    # Jaccard 0.59 over 4-shingles: an LSH tuned for 0.3 (21 bands of 3 rows) buckets them together with
+    # probability 0.99 whatever the hashes; one tuned for 0.9 never joins them
+    texts = ["quarterly bonus review for ann", "quarterly bonus review for ann and bob in finance"]
     loose = L.cluster_texts(texts, dataclasses.replace(configuration.LuresConfig(), similarity=0.3))
     strict = L.cluster_texts(texts, dataclasses.replace(configuration.LuresConfig(), similarity=0.9))
     assert loose[0] == loose[1] and strict[0] != strict[1]

@@ -59,8 +59,8 @@ def scores_by_case():
     return table
 
 
-@pytest.mark.parametrize("case", ["burst", "steady_high_volume", "broadcast", "assistant", "new_account",
-                                  "ordinary_users"])
+@pytest.mark.parametrize("case", ["burst", "steady_high_volume", "broadcast", "reply_storm", "assistant",
+                                  "new_account", "ordinary_users"])
 def test_precision_and_recall_per_case(case: str) -> None:
     row = scores_by_case()[case]
     assert row["precision"] == 1.0, (case, row)
@@ -194,3 +194,9 @@ def test_allow_lists_silence_accounts() -> None:
         assert not any(f.mailbox == "user011@contoso.com" for f in mailflow.volume_findings(kept, cfg))
     finally:
         configuration.use(configuration.Config())
+
+
+def test_every_benign_look_alike_is_scored() -> None:
+    _, truth, _ = _data()
+    assert {"steady_high_volume", "broadcast", "reply_storm", "assistant"} <= set(truth.quiet_accounts)
+    assert set(truth.quiet_accounts) <= set(scores_by_case())

@@ -33,9 +33,9 @@ class MailflowConfig:
     the look-alike-lure analytics (docs/configuration.md)."""
 
     #: also analyse the unified audit log's Send/SendAs/SendOnBehalf records (message trace and
-    #: tracking logs are always analysed). Off by default for now: these records are ~8 % of a tenant's
-    #: audit log and are analysed in one process, which makes a large hunt several times slower.
-    audit_log_sends: bool = False
+    #: tracking logs are always analysed). They are ~8 % of a tenant's audit log; the hunt's workers
+    #: reduce each to a compact send (analytics/mailflow.py: reduce). False: skip them (faster).
+    audit_log_sends: bool = True
     #: the organisation's mail domains (subdomains included); more are learnt from the input
     internal_domains: tuple[str, ...] = ()
     #: accounts whose sending is never analysed: service and alert mailboxes (globs, ``noreply@*``)
@@ -82,6 +82,8 @@ class SendVolumeConfig:
     #: days of the chart before and after a flagged window
     chart_days_before: int = 7
     chart_days_after: int = 1
+    #: ``watch``: days of per-account window counts kept between rounds (the baseline's memory)
+    history_days: int = 28
 
 
 @dataclass(frozen=True)

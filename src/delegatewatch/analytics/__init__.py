@@ -26,6 +26,11 @@ re-check, made as the records are read so only the wanted ones are held in memor
 A module that needs records of other families too (the permission ledger: Windows 5136, Google,
 snapshots) lists them in ``FAMILIES``: family → a test of the record's dict (or None for every record
 of the family), so a large Security log is not kept whole for the few events it wants.
+
+A module may also define ``reduce(record)``: the hunt calls it where the record is read (in its
+worker processes) and collects what it returns instead of the record (None: drop it), so a module
+that needs a few fields of many records (mail sends) moves a compact, picklable form between
+processes. The form must keep a mutable ``line`` (the hunt renumbers it like a record's).
 """
 
 from __future__ import annotations
@@ -110,12 +115,21 @@ def m365_feed_needs() -> dict[str, Need]:
     return out
 
 
-def analytic_for(family: str) -> Callable | None:
+def _hook(family: str, name: str) -> Callable | None:
     try:
         module = importlib.import_module(f"delegatewatch.analytics.{family}")
     except ModuleNotFoundError:
         return None
-    return getattr(module, "analyze", None)
+    return getattr(module, name, None)
+
+
+def analytic_for(family: str) -> Callable | None:
+    return _hook(family, "analyze")
+
+
+def reducer_for(family: str) -> Callable | None:
+    """The analytics module's per-record ``reduce`` (see above), or None to collect records whole."""
+    return _hook(family, "reduce")
 
 
 @cache

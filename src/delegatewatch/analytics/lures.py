@@ -123,51 +123,48 @@ class _UnionFind:
 
 
 def cluster_texts(texts: Sequence[str], cfg: LuresConfig) -> list[int]:
-    """Cluster label (the smallest member index) of each text; near-duplicates share one."""
+    """Cluster label (the smallest member index) of each text; near-duplicates share one.
+
+    datasketch makes the MinHash signatures and chooses the LSH bands × rows for the threshold; the
+    banding itself is done here with numpy over the signature matrix, because datasketch's in-memory
+    LSH index costs ~4 KB a text (1.3 GB for 300 k texts) where the matrix costs 8 bytes a
+    permutation. Texts in one bucket of any band are joined to the bucket's first member when their
+    estimated Jaccard similarity reaches the threshold."""
     from datasketch import MinHash, MinHashLSH
 
     n = len(texts)
     if n == 0:
         return []
-    lsh = MinHashLSH(threshold=float(cfg.similarity), num_perm=int(cfg.num_perm))
-    hv = np.empty((n, int(cfg.num_perm)), dtype=np.uint64)
-    batch = 20_000  # signatures are made and inserted in batches; only their hash values are kept
-    with lsh.insertion_session() as session:
-        for lo in range(0, n, batch):
-            sigs = MinHash.bulk([shingles(t, int(cfg.shingle)) for t in texts[lo:lo + batch]],
-                                num_perm=int(cfg.num_perm))
-            for i, m in enumerate(sigs, lo):
-                hv[i] = m.hashvalues
-                session.insert(i, m, check_duplication=False)
-            del sigs
+    num_perm, threshold = int(cfg.num_perm), float(cfg.similarity)
+    sig = np.empty((n, num_perm), dtype=np.uint64)
+    batch = 20_000  # shingle sets and MinHash objects exist for one batch at a time
+    for lo in range(0, n, batch):
+        for i, m in enumerate(MinHash.bulk([shingles(t, int(cfg.shingle)) for t in texts[lo:lo + batch]],
+                                           num_perm=num_perm), lo):
+            sig[i] = m.hashvalues
+    params = MinHashLSH(threshold=threshold, num_perm=num_perm)  # only its bands × rows
     uf = _UnionFind(n)
-    threshold = float(cfg.similarity)
-    for members in _buckets(lsh, hv):
-        if len(members) < 2:
+    for band in range(params.b):
+        heads, members = _bucket_pairs(sig[:, band * params.r:(band + 1) * params.r])
+        if not len(members):
             continue
-        ids = np.fromiter(members, dtype=np.int64, count=len(members))
-        head = ids[0]
-        sim = (hv[ids] == hv[head]).mean(axis=1)
-        for other in ids[1:][sim[1:] >= threshold].tolist():
-            uf.union(int(head), other)
+        ok = (sig[members] == sig[heads]).mean(axis=1) >= threshold
+        for h, m in zip(heads[ok].tolist(), members[ok].tolist()):
+            uf.union(h, m)
     return [uf.find(i) for i in range(n)]
 
 
-def _buckets(lsh, hv: np.ndarray):
-    """Members of every LSH bucket. The in-memory storage lists its buckets; any other storage
-    is asked text by text through ``query`` (same result, more work)."""
-    tables = getattr(lsh, "hashtables", None)
-    if tables is not None and all(hasattr(t, "keys") and hasattr(t, "get") for t in tables):
-        for table in tables:
-            for key in table.keys():  # noqa: SIM118 - a datasketch storage, not a dict
-                members = table.get(key)
-                if len(members) > 1:
-                    yield list(members)
-        return
-    from datasketch import MinHash  # pragma: no cover - other storage back ends
-
-    for i in range(len(hv)):  # pragma: no cover
-        yield [i, *[j for j in lsh.query(MinHash(num_perm=hv.shape[1], hashvalues=hv[i])) if j != i]]
+def _bucket_pairs(band: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(head, member) for every text that shares this band's bucket with an earlier text; the head
+    is the bucket's first text. The band's rows are mixed into one 64-bit key (a collision only adds
+    a candidate, which the similarity test then rejects)."""
+    key = np.zeros(len(band), dtype=np.uint64)
+    for j in range(band.shape[1]):
+        key = (key ^ band[:, j]) * np.uint64(0x9E3779B97F4A7C15)
+    _, first, inverse = np.unique(key, return_index=True, return_inverse=True)
+    heads = first[inverse.ravel()]
+    members = np.flatnonzero(heads != np.arange(len(band)))
+    return heads[members], members
 
 
 @dataclass(slots=True)
@@ -234,11 +231,11 @@ def find_campaigns(messages: Sequence[Message], cfg: LuresConfig) -> list[Campai
         if len(senders_total) < cfg.min_senders:
             continue
         members.sort(key=lambda i: prepared[i][0].time)
+        cluster_days = {int(prepared[i][0].time // 86400) for i in members}  # once per cluster, not episode
         for episode in _episodes([prepared[i][0] for i in members], window, cfg):
             ep_msgs = [prepared[members[k]] for k in episode]
             own_days = {int(m.time // 86400) for m, _ in ep_msgs}
-            other_days = {int(prepared[i][0].time // 86400) for i in members} - own_days
-            out.append(_describe(label, ep_msgs, len(other_days), cfg))
+            out.append(_describe(label, ep_msgs, len(cluster_days - own_days), cfg))
     out.sort(key=lambda c: (c.start, c.senders))
     return out
 
@@ -257,28 +254,26 @@ def _reach(msgs: Sequence[Message]) -> int:
 def _episodes(msgs: Sequence[Message], window: float, cfg: LuresConfig) -> list[list[int]]:
     """Indices of messages in qualifying windows, grouped into episodes (a sliding window)."""
     marked = [False] * len(msgs)
-    senders: Counter[str] = Counter()
-    addresses: Counter[str] = Counter()
+    # plain dicts of counts in the window (Counter.update/subtract cost several times more here)
+    senders: dict[str, int] = {}
+    addresses: dict[str, int] = {}
     unknown = 0
     j = done = 0
     for i, m in enumerate(msgs):
-        senders[m.sender] += 1
+        senders[m.sender] = senders.get(m.sender, 0) + 1
         if m.internal is None:
             unknown += m.count or 0
         else:
-            addresses.update(set(m.internal))
+            for a in set(m.internal):
+                addresses[a] = addresses.get(a, 0) + 1
         while msgs[j].time < m.time - window:
             old = msgs[j]
-            senders[old.sender] -= 1
-            if not senders[old.sender]:
-                del senders[old.sender]
+            _drop(senders, old.sender)
             if old.internal is None:
                 unknown -= old.count or 0
             else:
-                addresses.subtract(set(old.internal))
                 for a in set(old.internal):
-                    if addresses[a] <= 0:
-                        del addresses[a]
+                    _drop(addresses, a)
             j += 1
         if len(senders) >= cfg.min_senders and len(addresses) + unknown >= cfg.min_recipients:
             for k in range(max(j, done), i + 1):
@@ -295,6 +290,14 @@ def _episodes(msgs: Sequence[Message], window: float, cfg: LuresConfig) -> list[
             episodes.append([k])
         last = k
     return episodes
+
+
+def _drop(counts: dict[str, int], key: str) -> None:
+    n = counts[key] - 1
+    if n:
+        counts[key] = n
+    else:
+        del counts[key]
 
 
 def _describe(label: int, items: Sequence[tuple[Message, bool]], other_days: int, cfg: LuresConfig) -> Campaign:
@@ -314,6 +317,8 @@ def _describe(label: int, items: Sequence[tuple[Message, bool]], other_days: int
             suppressed = "reply storm: replies that mostly go to one address"
         elif top_share is None and all((m.count or 0) <= 2 for m in msgs):
             suppressed = "reply storm: replies to one or two recipients each"
+        elif top_share is None and _one_list(msgs):
+            suppressed = "reply storm: reply-all on one list (every reply has about the same recipient count)"
     if suppressed is None and other_days >= cfg.recurring_days:
         suppressed = f"recurring template: also sent on {other_days} other days"
     if suppressed is None:
@@ -334,6 +339,16 @@ def _describe(label: int, items: Sequence[tuple[Message, bool]], other_days: int
     attachments = sorted({a for m in msgs for a in m.attachments})
     return Campaign(label, msgs[0].time, msgs[-1].time, msgs, senders, subjects, attachments, _reach(msgs),
                     reply_share, top_share, suppressed, other_days)
+
+
+def _one_list(msgs: Sequence[Message]) -> bool:
+    """Without addresses (UAL ``Send`` without ``recipientList``): replies that all go to about the
+    same number of people (within ±2, or ±10 % of a large list) are a reply-all on one list; lures
+    sent from several accounts reach each account's own contacts, whose counts differ."""
+    counts = [m.count for m in msgs if m.count]
+    if len(counts) < len(msgs) or not counts:
+        return False
+    return max(counts) - min(counts) <= max(2, 0.1 * min(counts))
 
 
 def candidate_mask(labels: np.ndarray, senders: np.ndarray, times: np.ndarray, reach: np.ndarray,

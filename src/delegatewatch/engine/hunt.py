@@ -26,7 +26,7 @@ from delegatewatch.events.model import Event
 from delegatewatch.events.principals import Directory, Resolver
 from delegatewatch import config
 from delegatewatch.analytics import (analytic_for, feeds_for, incident_feed, m365_feed_filters, m365_feed_names,
-                                     m365_feed_needs, m365_feeds)
+                                     m365_feed_needs, m365_feeds, reducer_for)
 from delegatewatch.events.registry import mapper_for
 from delegatewatch.findings.allow import apply_allow_list
 from delegatewatch.findings.build import apply_context, build, sort_findings
@@ -86,8 +86,9 @@ class UnitResult:
     ids: list[str]  # Ids of candidate records, in order (cross-unit de-duplication)
     matches: list[tuple[int, Record]]  # (rule index, record)
     candidates: int = 0
-    #: (analytics family, record) for every record an analytic wants (``delegatewatch.analytics``)
-    collected: list[tuple[str, Record]] = field(default_factory=list)
+    #: (analytics family, record or the analytic's reduced form of it) for every record an analytic
+    #: wants (``delegatewatch.analytics``: ``reduce`` runs here, in the worker)
+    collected: list[tuple[str, Any]] = field(default_factory=list)
 
 
 def prefilter_for(rules: Sequence[Rule], *, literals: bool = True) -> Prefilter | None:
@@ -141,10 +142,20 @@ def _scan(unit: Unit) -> UnitResult:
     ids: list[str] = []
     batch: list[Record] = []
     matches: list[tuple[int, Record]] = []
-    collected: list[tuple[str, Record]] = []
+    collected: list[tuple[str, Any]] = []
+    reducers: dict[str, Callable | None] = {}
     feeds = m365_feeds()
     feed_filters = m365_feed_filters()
     candidates = 0
+
+    def collect(family: str, record: Record) -> None:
+        # the analytic's reduce runs here, in the worker: only its compact result is pickled back
+        if family not in reducers:
+            reducers[family] = reducer_for(family)
+        reduce = reducers[family]
+        item = reduce(record) if reduce is not None else record
+        if item is not None:
+            collected.append((family, item))
 
     def flush() -> None:
         for rule, i in engine.evaluate([r.data for r in batch], [r.family for r in batch]):
@@ -162,12 +173,12 @@ def _scan(unit: Unit) -> UnitResult:
             seen.add(rid)
         if record.family != "m365":
             for feed in feeds_for(record.family, record.data):  # the family's analytic, the ledger …
-                collected.append((feed, record))
+                collect(feed, record)
         elif feeds:
             op = record.data.get("Operation")
             for feed in feeds.get(op.lower(), ()) if isinstance(op, str) else ():
                 if feed not in feed_filters or feed_filters[feed](record.data):
-                    collected.append((feed, record))
+                    collect(feed, record)
         if wanted is not None and record.family == "m365" and not wanted.wants(record.data):
             continue
         if isinstance(rid, str) and rid:
@@ -252,7 +263,11 @@ def _correlate(result: HuntResult, fed: list[Record], resolver: Resolver) -> Non
     identities = Identities(resolver)
     identities.learn_all(result.records.values())
     identities.learn_all(r.data for r in fed)
-    reported = {e.record_id for f in result.findings for e in f.evidence}  # a finding already says it
+    # A record a finding already reports is not a second step. The sends behind a send-volume burst
+    # are still uses (the grantee sending as the owner): the burst is a step of its own kind.
+    from delegatewatch.analytics.mailflow import VOLUME_RULE
+
+    reported = {e.record_id for f in result.findings if f.rule != VOLUME_RULE for e in f.evidence}
     activities = [a for a in incident_feed.activities(fed) if a.evidence.record_id not in reported]
     found = build_incidents(result.findings, activities, identities, cfg.incidents, cfg.allow)
     result.incidents, result.activities, result.activities_unmatched = found.incidents, found.activities, found.unmatched

@@ -6,7 +6,7 @@ One small function per family of operations; :func:`events_from` picks by ``Oper
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from delegatewatch.events import rights as R
@@ -51,6 +51,20 @@ def client_ip(record: dict[str, Any]) -> str | None:
     if s.lower().startswith("::ffff:") and "." in s:
         return s[7:]
     return s
+
+
+def org_domains(data: dict[str, Any]) -> Iterator[str]:
+    """The organisation's domains a record shows: the tenant name, its own users' domains (regular
+    and admin actors) and the mailbox owner's."""
+    org = data.get("OrganizationName")
+    if isinstance(org, str):
+        yield org
+    user = data.get("UserId")
+    if data.get("UserType") in (0, 2) and isinstance(user, str) and "@" in user and "#ext#" not in user.lower():
+        yield user.rsplit("@", 1)[1]
+    owner = data.get("MailboxOwnerUPN")
+    if isinstance(owner, str) and "@" in owner:
+        yield owner.rsplit("@", 1)[1]
 
 
 def succeeded(record: dict[str, Any]) -> bool:
@@ -127,15 +141,8 @@ class UalMapper:
         """Learn the organisation's domains: the tenant name and the domains of its own users
         (regular and admin actors), so grantees elsewhere can be called external without a
         directory file."""
-        org = data.get("OrganizationName")
-        if isinstance(org, str):
-            self.resolver.observe_org_domain(org)
-        user = data.get("UserId")
-        if data.get("UserType") in (0, 2) and isinstance(user, str) and "@" in user and "#ext#" not in user.lower():
-            self.resolver.observe_org_domain(user.rsplit("@", 1)[1])
-        owner = data.get("MailboxOwnerUPN")
-        if isinstance(owner, str) and "@" in owner:
-            self.resolver.observe_org_domain(owner.rsplit("@", 1)[1])
+        for domain in org_domains(data):
+            self.resolver.observe_org_domain(domain)
 
     def events(self, record: Record) -> list[Event]:
         data = record.data
@@ -312,4 +319,4 @@ class UalMapper:
 
 GUIDISH = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-")
 
-__all__ = ["UalMapper", "client_ip", "split_folder_identity", "split_identities"]
+__all__ = ["UalMapper", "client_ip", "org_domains", "split_folder_identity", "split_identities"]

@@ -193,6 +193,18 @@ def _setup_logging(level: str, secrets: list[str]) -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
+def watch_analytics(settings: Any, users: Any) -> tuple[list[Any], Any]:
+    """The analytics that keep state between rounds, and the configuration the rounds' hunts use:
+    send volume is judged by :class:`SendVolumeWatch` against the stored history, so each batch's
+    hunt (which sees minutes of mail) does not judge it again."""
+    from delegatewatch.watch.send_volume import SendVolumeWatch
+
+    if not settings.send_volume.enabled:
+        return [], settings
+    return [SendVolumeWatch(settings, users)], dataclasses.replace(
+        settings, send_volume=dataclasses.replace(settings.send_volume, enabled=False))
+
+
 @click.command("watch", context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
 @click.option("--source", type=click.Choice(SOURCES), required=True, help="Which API to collect from.")
 @click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False),
@@ -209,16 +221,20 @@ def _setup_logging(level: str, secrets: list[str]) -> None:
               help="Use the Sigma rules in this folder instead of the built-in ones.")
 @click.option("--directory", type=click.Path(exists=True, dir_okay=False), help="Entra ID users export (CSV).")
 @click.option("--jobs", "-j", type=click.IntRange(min=1), default=None, help="Worker processes for large batches.")
+@click.option("--settings", "settings_file", type=click.Path(exists=True, dir_okay=False),
+              help="delegatewatch configuration (TOML, docs/configuration.md; hunt's --config): [allow], "
+                   "[mailflow], [send_volume], [lures] ….")
 @click.option("--log-level", type=click.Choice(("debug", "info", "warning", "error"), case_sensitive=False),
               default="info", show_default=True)
 @click.pass_context
 def watch_command(ctx: click.Context, source: str, config_file: str | None, state_dir: str, interval: str,
                   sink_specs: tuple[str, ...], hec_token_env: str | None, once: bool, rules_dir: str | None,
-                  directory: str | None, jobs: int | None, log_level: str) -> None:
+                  directory: str | None, jobs: int | None, settings_file: str | None, log_level: str) -> None:
     """Collect audit records continuously, hunt each new batch, and send new findings to sinks.
 
     Options this command does not know are passed to the collector (--tenant-id X → tenant_id).
     """
+    from delegatewatch import config as configuration
     from delegatewatch.detections.rules import RuleError, load_rules
     from delegatewatch.events.principals import Directory
     from delegatewatch.watch.loop import Watcher
@@ -243,6 +259,7 @@ def watch_command(ctx: click.Context, source: str, config_file: str | None, stat
         config.update(parse_extra_options(list(ctx.args)))
         rules = load_rules(Path(rules_dir) if rules_dir else None)
         users = Directory.load(directory) if directory else None
+        settings = configuration.load(settings_file)
     except (ValueError, OSError, RuleError) as exc:
         raise click.ClickException(str(exc)) from None
     try:
@@ -256,7 +273,11 @@ def watch_command(ctx: click.Context, source: str, config_file: str | None, stat
 
     collector_config = getattr(collector, "config", None)
     output_dir = getattr(collector_config, "out", None) or getattr(collector_config, "out_dir", None)
-    watcher = Watcher(collector, state, sinks, rules=rules, directory=users, jobs=jobs, output_dir=output_dir)
+    analytics, hunt_settings = watch_analytics(settings, users)
+    previous_settings = configuration.current()
+    configuration.use(hunt_settings)
+    watcher = Watcher(collector, state, sinks, rules=rules, directory=users, jobs=jobs, output_dir=output_dir,
+                      analytics=analytics)
 
     def stop(signum: int, _frame: object) -> None:
         log.info("%s received: stopping after this round", signal.Signals(signum).name)
@@ -273,6 +294,7 @@ def watch_command(ctx: click.Context, source: str, config_file: str | None, stat
             signal.signal(s, h)
         watcher.close()
         state.close()
+        configuration.use(previous_settings)
         if hasattr(collector, "close"):
             collector.close()
     if once and last is not None and not last.ok:

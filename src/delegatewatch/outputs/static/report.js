@@ -356,7 +356,7 @@
   function volumeCharts() {
     var box = $('volume-charts');
     if (!DATA.volume.length) {
-      box.appendChild(el('p', { class: 'empty', text: 'No finding in this hunt carries send-volume data (send volume is analysed from message trace or tracking logs, and from audit-log Send records with [mailflow] audit_log_sends = true).' }));
+      box.appendChild(el('p', { class: 'empty', text: 'No finding in this hunt carries send-volume data (send volume is analysed from message trace, tracking logs, Gmail delivery logs and audit-log Send records).' }));
       return Promise.resolve();
     }
     return Promise.all(DATA.volume.map(function (v) {
