@@ -248,6 +248,12 @@ def main(argv: list[str] | None = None) -> int:
                       [python, str(BENCH_DIR / "duckdb_query.py"), "--variant", v, str(data)])
             for v in duckdb_query.VARIANTS}
     hunt = Method("delegatewatch hunt (full)", hunt_cmd)
+    # The same hunt with the analytics feeds off (bench/rules_only.toml): every rule, as in the
+    # foundation issue's target, without send volume, lures, the ledger and incidents.
+    rules_findings = findings.with_suffix(".rules-only.jsonl")
+    hunt_rules = Method("delegatewatch hunt (rules only)",
+                        [part.format(file=data, output=rules_findings, venv=args.venv) for part in shlex.split(hunt_template)]
+                        + ["--config", str(BENCH_DIR / "rules_only.toml")])
     floors = [Method("wc -l", ["wc", "-l", str(data)]), Method("cat > /dev/null", ["cat", str(data)], discard_stdout=True)]
 
     # The launcher's own RSS is the lowest peak RSS any command can show.
@@ -269,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
         duck[v].error = (run.stderr.strip().splitlines() or [f"exit {run.returncode}"])[-1]
         print(f"DuckDB variant {v} failed: {duck[v].error}", file=sys.stderr)
     extra_duck = [duck["two_column"]] if reference is not duck["two_column"] else []
-    methods = [hunt] + ([reference] if reference else []) + extra_duck + floors
+    methods = [hunt, hunt_rules] + ([reference] if reference else []) + extra_duck + floors
 
     # 3. measure, interleaved so drift on a shared machine hits every method alike
     for rep in range(args.repeat):
@@ -278,6 +284,8 @@ def main(argv: list[str] | None = None) -> int:
                 continue  # failed before / reference already ran once above
             if m is hunt and findings.exists():
                 findings.unlink()
+            if m is hunt_rules and rules_findings.exists():
+                rules_findings.unlink()
             run = measure(m.cmd, args.timeout, python, m.discard_stdout)
             if run.returncode != 0:
                 m.error = f"exit {run.returncode}: " + (run.stderr.strip()[-2000:] or "(no stderr)")
@@ -320,6 +328,10 @@ def main(argv: list[str] | None = None) -> int:
                      "(should be suppressed or low severity)")
     else:
         lines.append(f"- hunt: **failed**: `{summary(hunt.error)}`")
+    if hunt_rules.runs and rules_findings.exists():
+        rules_found, _ = truth_ids_found(rules_findings, truth)
+        lines.append(f"- rules-only hunt findings: **{count_lines(rules_findings):,}**; injected grant Ids present: "
+                     f"**{rules_found}/{len(truth['grants'])}**")
     if duck_count is not None:
         ok = "matches" if duck_count == expected else "**DOES NOT match**"
         lines.append(f"- DuckDB count (FullAccess `Add-MailboxPermission`): **{duck_count}** — {ok} the truth file's "
