@@ -23,8 +23,8 @@ Pure functions over columns (numpy), so the same code serves a hunt and ten mill
    applies.
 4. *Flag* a window when all hold: observed > expected + ``min_score`` × spread (the robust
    z-score), observed > the daily-peak bound, observed ≥ ``min_ratio`` × expected, observed −
-   expected ≥ ``min_excess``, observed ≥ ``min_messages``. Adjacent flagged windows of one
-   account are one burst.
+   expected ≥ ``min_excess``, observed ≥ ``min_messages``. Flagged windows of one account with at most
+   one other window between them are one burst.
 """
 
 from __future__ import annotations

@@ -2,9 +2,10 @@
 
 Candidate records are grouped by ``Operation``; each group is flattened to just the vendor
 fields that the rules for that operation read, handed to DuckDB as NumPy columns (DuckDB scans
-them in place; pyarrow would cost a tenth of a second more to import on every run), and each of
-those rules runs as one SQL ``WHERE``. Rules that name no operation see every
-record. Work is done in batches so memory stays flat however large the input.
+them in place; pyarrow would cost a tenth of a second more to import on every run), and the
+rules of the group run together in one SQL query (a boolean column per rule). Rules that name no
+operation see every record of their family. Work is done in batches so memory stays flat however
+large the input.
 """
 
 from __future__ import annotations

@@ -1,1 +1,2 @@
-"""Engine: the hunt pipeline (sources → records → events → detections → findings)."""
+"""Engine: the hunt pipeline (sources → records → detections → events → findings), embedded or on
+Spark, and ``export-events``."""

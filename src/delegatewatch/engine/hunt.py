@@ -1,12 +1,13 @@
 """The hunt: every stage wired together, streaming and in batches.
 
 sources (files → Record) → de-duplication by UAL ``Id`` → prefilter (only records whose
-``Operation`` some rule names) → rules in DuckDB (batch) → typed events for the matches →
-findings → context (severity) → sorted findings + read statistics.
+``Operation`` some rule or analytics feed names) → rules in DuckDB (batch) → typed events for the
+matches → findings, plus the whole-input analytics over the records fed to them → context
+(severity) → allow-list → sorted findings → grant → use incidents + read statistics.
 
 Work is cut into *units*: a whole file, or a byte range of a large plain NDJSON file. Units run
 in worker processes when there is enough input to pay for them (the machine's cores are the
-only way past one core's regex and parsing speed); results are merged in input order, so
+only way past one core's search and parsing speed); results are merged in input order, so
 de-duplication, line numbers and findings are the same as a single-process run.
 """
 
@@ -306,7 +307,7 @@ def merge(units: Sequence[Unit], results: Iterable[UnitResult], rules: Sequence[
           directory: Directory | None = None, on_unit: Callable[[Unit], None] | None = None) -> HuntResult:
     """The driver's half of every engine: ``results`` (one per unit, in unit order, from worker
     processes or Spark tasks) merged into one hunt — cross-unit de-duplication, line renumbering,
-    events, findings, whole-input analytics, context and the allow-list."""
+    events, findings, whole-input analytics, context, the allow-list and grant → use incidents."""
     rules = list(rules)
     resolver = Resolver(directory)
     mappers: dict[str, Any] = {}

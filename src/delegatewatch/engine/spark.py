@@ -5,10 +5,11 @@ What runs where:
 * **driver** — planning (:func:`delegatewatch.engine.spark_inputs.plan`: files, and byte ranges of
   large NDJSON files), then the merge every engine shares (:func:`delegatewatch.engine.hunt.merge`:
   cross-unit de-duplication, line renumbering, events, findings, whole-input analytics, context,
-  allow-list);
+  allow-list, grant → use incidents);
 * **executors** — one task per unit: read the source, de-duplicate, prefilter, evaluate the Sigma
   rules in an in-process DuckDB (:func:`delegatewatch.engine.hunt._scan`, unchanged), and send back
-  the matches and the records analytics want (a small fraction of the input).
+  the matches and what the analytics are fed, reduced in the task where a module has ``reduce``
+  (a small fraction of the input).
 
 The rules and the configuration are broadcast once; each Python worker builds its DuckDB rule
 engine once per hunt. Results are collected in unit order, so findings are the embedded hunt's.

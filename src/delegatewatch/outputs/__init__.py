@@ -1,1 +1,2 @@
-"""Outputs: findings as a console table, JSON lines or CSV."""
+"""Outputs: findings as a console table, JSON lines, CSV, OCSF or the HTML report; OCSF events and the
+event lake (``export-events``)."""

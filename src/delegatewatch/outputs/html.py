@@ -70,11 +70,12 @@ def right_category(f: Finding) -> str:
 
 
 def volume_series(result: HuntResult) -> list[dict[str, Any]]:
-    """Send-volume series for flagged accounts — the hook for the volume analytics (a later issue).
+    """Send-volume series for flagged accounts: the volume analytics' hook.
 
     A finding that carries an ``anomaly`` attribute or ``raw["anomaly"]`` shaped as
     ``{"account": str, "series": [{"time": ISO, "sent": int, "expected": float|None}, ...]}``
-    gets a chart. No finding does yet, and the section then says so.
+    gets a chart (``send_volume_burst`` findings do: :class:`delegatewatch.analytics.mailflow.Anomaly`).
+    Without any, the section says so.
     """
     charts = []
     for f in result.findings:

@@ -7,8 +7,9 @@ Each round:
 2. The pending files are hunted with the rules. A finding is new unless its records were already
    hunted in an earlier round (a record the API delivers again in a later blob) or its id was
    already found. One transaction marks the files hunted, remembers the records and findings, and
-   queues each new finding in every sink's outbox. Analytics (a later issue) plug in here, with their
-   own key/value state committed in the same transaction.
+   queues each new finding in every sink's outbox. Stateful analytics (:class:`Analytic`; the
+   send-volume baselines of :mod:`delegatewatch.watch.send_volume`) run here, with their own
+   key/value state committed in the same transaction.
 3. Every sink drains its outbox in its own thread: a slow or failed sink holds back no other; what it
    could not take stays queued and is retried next round.
 
@@ -60,7 +61,8 @@ class Collector(Protocol):
 
 
 class Analytic(Protocol):
-    """State kept between batches (baselines, sequences): a later issue. ``observe`` runs inside the
+    """An analytic that keeps state between batches (e.g. send-volume baselines,
+    :class:`delegatewatch.watch.send_volume.SendVolumeWatch`). ``observe`` runs inside the
     batch's transaction; what it writes to ``state`` commits together with the batch."""
 
     name: str
