@@ -30,7 +30,7 @@ from pathlib import Path
 BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent
 sys.path.insert(0, str(BENCH_DIR))
-import generate_ual  # noqa: E402
+import sim_data  # noqa: E402
 import run_bench  # noqa: E402
 
 
@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
 
     records, grants, fname = run_bench.SIZES[args.size]
     data = args.data_dir / fname
-    generate_ual.generate(data, generate_ual.default_truth_path(data), records, grants, args.seed,
+    sim_data.generate(data, sim_data.default_truth_path(data), records, grants, args.seed,
                           jobs=os.cpu_count() or 1)
     python = str(args.venv / "bin" / "python") if (args.venv / "bin" / "python").exists() else sys.executable
     tmp = Path(tempfile.mkdtemp(prefix="delegatewatch-spark-bench-"))
