@@ -41,7 +41,7 @@ from delegatewatch.analytics import lures as L
 from delegatewatch.analytics import send_volume as V
 from delegatewatch.simulate.background import Background
 from delegatewatch.simulate.model import TRACE
-from delegatewatch.simulate.scenarios import inject
+from delegatewatch.simulate.scenarios import LURE_TEMPLATES, inject
 from delegatewatch.simulate.tenant import build_tenant
 
 START = 1_764_547_200  # 2025-12-01 00:00 UTC, a Monday
@@ -192,9 +192,10 @@ def main() -> None:
     lure_time = time.perf_counter() - t0
     got = {frozenset(int(s[1:]) for s in c.senders) for c in campaigns}
     lure_hit = sum(any(s <= g for g in got) for s, _ in lures)
+    others = sum(not any(s <= g for s, _ in lures) for g in got)  # campaigns holding no injected one
     rows.append(("lures: windows, reply storms, templates on the candidates", lure_time, rss_mb(),
                  (f"{len(campaigns)} campaigns: {lure_hit}/{len(lures)} injected found, "
-                  f"{len(campaigns) - lure_hit} others")))
+                  f"{others} others")))
 
     analytics = sum(r[1] for r in rows if not r[0].startswith(("generate", "set-up")))
     print(f"\n### Mail-flow analytics: {total:,} mail-send events, {plan.accounts:,} accounts, {plan.days} days\n")

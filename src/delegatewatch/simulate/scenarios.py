@@ -264,8 +264,24 @@ def google_dwd(rng, tenant, start, days, swd, taken, tag) -> Injected:
                     [Grant("gmail", victim.google_email, delegate.google_email, "Delegate")])
 
 
+#: One template per campaign instance (in turn): real campaigns differ, and one template sent on many
+#: days of a month is what the lure analytic treats as a recurring (benign) template.
+LURE_TEMPLATES = (
+    "Action required: updated payroll portal - verify your account #{n}",
+    "Shared document: annual bonus review #{n}",
+    "Your mailbox is almost full - increase storage now (ref {n})",
+    "Invoice {n} overdue - remittance details attached",
+    "Updated HR policy {n}: please acknowledge by Friday",
+    "IT notice: password expires today for account {n}",
+    "DocuSign: {w} sent you a document to review and sign #{n}",
+    "Urgent: new direct deposit form required before payday ({n})",
+)
+
+
 def lure_campaign(rng, tenant, start, days, swd, taken, tag) -> Injected:
     c = _Chain(tag)
+    number = int(tag.rsplit("-", 1)[1]) if tag.rsplit("-", 1)[-1].isdigit() else 1
+    template = LURE_TEMPLATES[(number - 1) % len(LURE_TEMPLATES)]
     d = _day(rng, days, True, swd)
     senders = [_staff(rng, tenant, taken) for _ in range(4)]
     t0 = _at(start, d, 13, rng.randrange(30))
@@ -273,13 +289,14 @@ def lure_campaign(rng, tenant, start, days, swd, taken, tag) -> Injected:
         for j in range(1 + rng.randrange(3)):
             t = t0 + 1200 * i + 420 * j + rng.randrange(300)
             n = rng.randint(1000, 9999)
-            subject = f"Action required: updated payroll portal - verify your account #{n}"
+            subject = template.format(n=n, w=rng.choice(("Finance", "Sales", "Legal", "Operations")))
             to = tuple(p.upn for p in rng.sample(tenant.staff, 8 + rng.randrange(8)) if p is not s)
             mail = Mail(s.upn, to, subject, U.message_id(rng), ATTACKER_IP2)
             c.add(t, TRACE, mail)
             if s.index % 4 == 0:
                 c.add(t, UAL, U.send(rng, t, s, s, "Send", subject, mail.message_id, len(to), ip=ATTACKER_IP2))
-    return Injected(tag, "lure_campaign", "look-alike payroll lures from " + ", ".join(s.upn for s in senders),
+    return Injected(tag, "lure_campaign", f"look-alike lures ({template.split(':')[0].split(' {')[0]}) from "
+                    + ", ".join(s.upn for s in senders),
                     c.items, ["internal_lure_campaign"], [])
 
 
