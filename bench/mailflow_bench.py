@@ -45,8 +45,8 @@ from delegatewatch.simulate.scenarios import LURE_TEMPLATES, inject
 from delegatewatch.simulate.tenant import build_tenant
 
 START = 1_764_547_200  # 2025-12-01 00:00 UTC, a Monday
-#: ordinary messages per person per day (weekends included) at simulator density 1.0, measured
-MESSAGES_PER_USER_DAY = 6.9
+#: ordinary messages per person per day (weekends included) at simulator density 1.0, measured (20 k accounts)
+MESSAGES_PER_USER_DAY = 5.6
 
 
 def rss_mb() -> float:
@@ -191,10 +191,13 @@ def main() -> None:
                 print("DEBUG", c.suppressed, c.senders[:8], c.subjects[:3], c.reach, c.other_days)
     lure_time = time.perf_counter() - t0
     got = {frozenset(int(s[1:]) for s in c.senders) for c in campaigns}
-    lure_hit = sum(any(s <= g for g in got) for s, _ in lures)
-    others = sum(not any(s <= g for s, _ in lures) for g in got)  # campaigns holding no injected one
+    lure_hit = sum(any(s <= g for g in got) for s, _ in lures)  # found with every injected sender
+    need = int(cfg.lures.min_senders)
+    lure_seen = sum(any(len(s & g) >= need for g in got) for s, _ in lures)  # found as a campaign at all
+    others = sum(not any(len(s & g) >= need for s, _ in lures) for g in got)  # campaigns holding no injected one
     rows.append(("lures: windows, reply storms, templates on the candidates", lure_time, rss_mb(),
-                 (f"{len(campaigns)} campaigns: {lure_hit}/{len(lures)} injected found, "
+                 (f"{len(campaigns)} campaigns: {lure_seen}/{len(lures)} injected found "
+                  f"({lure_hit} with every sender), "
                   f"{others} others")))
 
     analytics = sum(r[1] for r in rows if not r[0].startswith(("generate", "set-up")))

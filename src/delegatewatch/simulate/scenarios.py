@@ -273,7 +273,7 @@ LURE_TEMPLATES = (
     "Invoice {n} overdue - remittance details attached",
     "Updated HR policy {n}: please acknowledge by Friday",
     "IT notice: password expires today for account {n}",
-    "DocuSign: {w} sent you a document to review and sign #{n}",
+    "DocuSign: Payroll Team sent you a document to review and sign #{n}",
     "Urgent: new direct deposit form required before payday ({n})",
 )
 
@@ -289,7 +289,7 @@ def lure_campaign(rng, tenant, start, days, swd, taken, tag) -> Injected:
         for j in range(1 + rng.randrange(3)):
             t = t0 + 1200 * i + 420 * j + rng.randrange(300)
             n = rng.randint(1000, 9999)
-            subject = template.format(n=n, w=rng.choice(("Finance", "Sales", "Legal", "Operations")))
+            subject = template.format(n=n)
             to = tuple(p.upn for p in rng.sample(tenant.staff, 8 + rng.randrange(8)) if p is not s)
             mail = Mail(s.upn, to, subject, U.message_id(rng), ATTACKER_IP2)
             c.add(t, TRACE, mail)
