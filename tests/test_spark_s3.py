@@ -104,6 +104,18 @@ def s3(request) -> Iterator[S3]:
         sc = None  # no Spark here: the tests that need it skip on their own
     endpoint, server = moto_server()
     workers_env = dict(sc.environment) if sc is not None else {}
+    try:
+        yield from _serving(endpoint, boto3, sc)
+    finally:  # the server and the workers' environment as they were, whatever failed
+        server.terminate()
+        server.wait(10)
+        if sc is not None:
+            sc.environment.clear()
+            sc.environment.update(workers_env)
+
+
+def _serving(endpoint: str, boto3: Any, sc: Any) -> Iterator[S3]:
+    """The AWS settings for the module (the driver's, and credentials for the workers), the bucket, the demo."""
     with pytest.MonkeyPatch.context() as env:
         for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL_S3"):
             env.delenv(name, raising=False)
@@ -118,14 +130,7 @@ def s3(request) -> Iterator[S3]:
         for path in sorted(DEMO.iterdir()):
             if path != DIRECTORY:
                 store.upload(path, f"demo/{path.name}")
-        try:
-            yield store
-        finally:
-            server.terminate()
-            server.wait(10)
-            if sc is not None:
-                sc.environment.clear()
-                sc.environment.update(workers_env)
+        yield store
 
 
 @contextmanager
