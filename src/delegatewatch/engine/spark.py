@@ -33,6 +33,7 @@ from delegatewatch.engine.hunt import HuntResult, Unit, UnitResult, merge
 from delegatewatch.engine.spark_inputs import localised, plan, restore_provenance
 from delegatewatch.events.principals import Directory
 from delegatewatch.records import ReadStats
+from delegatewatch.sources.uris import s3_endpoint, use_s3_endpoint
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -131,8 +132,10 @@ _loaded: dict[str, Any] = {}
 
 def _scan_on_executor(unit: Unit, shipped: Any) -> UnitResult:
     """One task: the embedded engine's ``_scan`` on one unit, in this Python worker. ``shipped``
-    is the broadcast (hunt token, rules, full parse, configuration); set up once per worker and hunt."""
-    token, rules, full_parse, cfg = shipped.value
+    is the broadcast (hunt token, rules, full parse, configuration, the driver's S3 endpoint); set up
+    once per worker and hunt."""
+    token, rules, full_parse, cfg, endpoint = shipped.value
+    use_s3_endpoint(endpoint)
     if _loaded.get("token") != token:
         config.use(cfg)
         engine = hunt_mod._worker.pop("engine", None)
@@ -176,7 +179,7 @@ def spark_hunt(paths: Sequence[str], *, spark: SparkSession | None = None,
     t2 = time.perf_counter()
     results: list[UnitResult] = []
     if units:
-        shipped = sc.broadcast((uuid.uuid4().hex, rules, full_parse, config.current()))
+        shipped = sc.broadcast((uuid.uuid4().hex, rules, full_parse, config.current(), s3_endpoint()))
         try:
             sc.setJobDescription(f"delegatewatch hunt: {len(units)} units")
             results = collect(sc.parallelize(units, len(units)).map(lambda u: _scan_on_executor(u, shipped)), "hunt")

@@ -190,6 +190,10 @@ def restore_provenance(result: UnitResult, local: str, uri: str) -> UnitResult:
     if local == uri:
         return result
     restore_stats(result.stats, local, uri)
-    for record in {id(r): r for r in [*(r for _, r in result.matches), *(r for _, r in result.collected)]}.values():
-        restore_record(record, local, uri)
+    fix = _renamer(local, uri)
+    for item in {id(r): r for r in [*(r for _, r in result.matches), *(r for _, r in result.collected)]}.values():
+        if isinstance(item, Record):
+            restore_record(item, local, uri)
+        elif isinstance(getattr(item, "source", None), str):  # reduced in the task (an AuditSend): its source
+            item.source = fix(item.source)
     return result
