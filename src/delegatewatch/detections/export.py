@@ -119,7 +119,34 @@ def splunk_field_ref(field: str) -> str:
     return "coalesce(tostring('" + field.replace("'", "\\'") + "'), \"\")"
 
 
-class SplunkO365Backend(InfixBooleanBackend):
+class _DoubleQuotedTextBackend(InfixBooleanBackend):
+    """What the Splunk and Elastic export backends share: double-quoted strings with backslash
+    escapes, ``*``/``?`` wildcards, the four comparison operators, no ``IN`` lists, and no keyword
+    (field-less) values."""
+
+    requires_pipeline: ClassVar[bool] = False
+    str_quote: ClassVar[str] = '"'
+    escape_char: ClassVar[str] = "\\"
+    wildcard_multi: ClassVar[str] = "*"
+    wildcard_single: ClassVar[str] = "?"
+    add_escaped: ClassVar[str] = "\\"
+    compare_operators: ClassVar[dict[SigmaCompareExpression.CompareOperators, str]] = {
+        SigmaCompareExpression.CompareOperators.LT: "<",
+        SigmaCompareExpression.CompareOperators.LTE: "<=",
+        SigmaCompareExpression.CompareOperators.GT: ">",
+        SigmaCompareExpression.CompareOperators.GTE: ">=",
+    }
+    convert_or_as_in: ClassVar[bool] = False
+    convert_and_as_in: ClassVar[bool] = False
+
+    def convert_condition_val_str(self, cond, state: ConversionState) -> str:
+        raise SigmaFeatureNotSupportedByBackendError("keyword (field-less) values are not exported")
+
+    convert_condition_val_num = convert_condition_val_str
+    convert_condition_val_re = convert_condition_val_str
+
+
+class SplunkO365Backend(_DoubleQuotedTextBackend):
     """Splunk ``where`` (eval) expressions over the add-on's events.
 
     Eval expressions rather than search terms: ``match(x, "(?i)^…$")`` gives case-insensitive,
@@ -131,15 +158,7 @@ class SplunkO365Backend(InfixBooleanBackend):
 
     name: ClassVar[str] = "delegatewatch Splunk (o365:management:activity) backend"
     formats: ClassVar[dict[str, str]] = {"default": "Splunk SPL: base search | eval … | where …"}
-    requires_pipeline: ClassVar[bool] = False
-
     eq_token: ClassVar[str] = "=="
-
-    str_quote: ClassVar[str] = '"'
-    escape_char: ClassVar[str] = "\\"
-    wildcard_multi: ClassVar[str] = "*"
-    wildcard_single: ClassVar[str] = "?"
-    add_escaped: ClassVar[str] = "\\"
     bool_values: ClassVar[dict[bool, str]] = {True: '"True"', False: '"False"'}
 
     re_expression: ClassVar[str] = 'match({field}, "{regex}")'
@@ -149,17 +168,9 @@ class SplunkO365Backend(InfixBooleanBackend):
     re_flag_prefix: bool = True
 
     compare_op_expression: ClassVar[str] = "tonumber({field}) {operator} {value}"
-    compare_operators: ClassVar[dict[SigmaCompareExpression.CompareOperators, str]] = {
-        SigmaCompareExpression.CompareOperators.LT: "<",
-        SigmaCompareExpression.CompareOperators.LTE: "<=",
-        SigmaCompareExpression.CompareOperators.GT: ">",
-        SigmaCompareExpression.CompareOperators.GTE: ">=",
-    }
     field_null_expression: ClassVar[str] = '{field}==""'
     field_exists_expression: ClassVar[str] = '{field}!=""'
     field_not_exists_expression: ClassVar[str] = '{field}==""'
-    convert_or_as_in: ClassVar[bool] = False
-    convert_and_as_in: ClassVar[bool] = False
 
     def escape_and_quote_field(self, field_name: str) -> str:
         return splunk_field_ref(field_name)
@@ -177,11 +188,6 @@ class SplunkO365Backend(InfixBooleanBackend):
     def convert_condition_field_eq_val_num(self, cond, state: ConversionState) -> str:
         return f'{self.escape_and_quote_field(cond.field)}=="{cond.value}"'
 
-    def convert_condition_val_str(self, cond, state: ConversionState) -> str:
-        raise SigmaFeatureNotSupportedByBackendError("keyword (field-less) values are not exported")
-
-    convert_condition_val_num = convert_condition_val_str
-    convert_condition_val_re = convert_condition_val_str
 
     def finalize_query_default(self, rule, query: str, index: int, state: ConversionState) -> str:
         return query
@@ -298,7 +304,7 @@ _LUCENE_FIELD_SPECIAL = re.compile(r'([+\-=&|><!(){}\[\]^"~*?:\\/ ])')
 _ELASTIC_EXACT_FIELDS = frozenset({"event.action"})
 
 
-class ElasticO365LuceneBackend(InfixBooleanBackend):
+class ElasticO365LuceneBackend(_DoubleQuotedTextBackend):
     """Lucene query strings over the Elastic o365 integration.
 
     Keyword fields are case-sensitive in Elasticsearch, and values such as AccessRights or a
@@ -309,29 +315,13 @@ class ElasticO365LuceneBackend(InfixBooleanBackend):
 
     name: ClassVar[str] = "delegatewatch Elastic o365 Lucene backend"
     formats: ClassVar[dict[str, str]] = {"default": "Lucene query string"}
-    requires_pipeline: ClassVar[bool] = False
-
     eq_token: ClassVar[str] = ":"
-
-    str_quote: ClassVar[str] = '"'
-    escape_char: ClassVar[str] = "\\"
-    wildcard_multi: ClassVar[str] = "*"
-    wildcard_single: ClassVar[str] = "?"
-    add_escaped: ClassVar[str] = "\\"
     bool_values: ClassVar[dict[bool, str]] = {True: "true", False: "false"}
     compare_op_expression: ClassVar[str] = "{field}:{operator}{value}"
-    compare_operators: ClassVar[dict[SigmaCompareExpression.CompareOperators, str]] = {
-        SigmaCompareExpression.CompareOperators.LT: "<",
-        SigmaCompareExpression.CompareOperators.LTE: "<=",
-        SigmaCompareExpression.CompareOperators.GT: ">",
-        SigmaCompareExpression.CompareOperators.GTE: ">=",
-    }
     # Absent or empty, as in the engine.
     field_null_expression: ClassVar[str] = '(NOT _exists_:{field} OR {field}:"")'
     field_exists_expression: ClassVar[str] = '(_exists_:{field} AND NOT {field}:"")'
     field_not_exists_expression: ClassVar[str] = '(NOT _exists_:{field} OR {field}:"")'
-    convert_or_as_in: ClassVar[bool] = False
-    convert_and_as_in: ClassVar[bool] = False
 
     def escape_and_quote_field(self, field_name: str) -> str:
         return _LUCENE_FIELD_SPECIAL.sub(r"\\\1", field_name)
@@ -359,11 +349,6 @@ class ElasticO365LuceneBackend(InfixBooleanBackend):
             f"the |re match on {cond.field} is not translated to a Lucene regexp (no (?i) flag, "
             "no ^/$ anchors, no \\s class); use EQL or ES|QL for this rule")
 
-    def convert_condition_val_str(self, cond, state: ConversionState) -> str:
-        raise SigmaFeatureNotSupportedByBackendError("keyword (field-less) values are not exported")
-
-    convert_condition_val_num = convert_condition_val_str
-    convert_condition_val_re = convert_condition_val_str
 
     def finalize_query_default(self, rule, query: str, index: int, state: ConversionState) -> str:
         return f"event.dataset:{ELASTIC_DATASET} AND ({query})"
