@@ -20,7 +20,7 @@ from typing import BinaryIO
 
 from delegatewatch.records import ReadStats, Record
 from delegatewatch.records.prefilter import Prefilter
-from delegatewatch.sources.lines import decode_text, iter_lines, preview
+from delegatewatch.sources.lines import csv_row, decode_text, header_line, iter_lines
 from delegatewatch.sources.ual import NotAnAuditRecord, to_audit_record
 
 NEW = "purview-csv"
@@ -65,32 +65,19 @@ def sniff_dialect(head: bytes) -> str | None:
 
 def read(path: str, stream: BinaryIO, stats: ReadStats, prefilter: Prefilter | None,
          dialect: str) -> Iterator[Record]:
-    header_lines = 0
-    header: list[str] | None = None
-    while header is None:
-        raw = stream.readline()
-        if not raw:
-            return
-        header_lines += 1
-        text = raw.decode("utf-8", "replace").strip()
-        if not text or text.startswith("#TYPE"):
-            continue
-        header = [c.strip() for c in (parse_header(text) or [])]
+    found = header_line(stream)
+    if found is None:
+        return
+    text, header_lines = found
+    header = [c.strip() for c in (parse_header(text) or [])]
     audit_at = header.index("AuditData")
     width = len(header)
     index = 0
     for line_no, raw in iter_lines(stream, stats, prefilter, first_line=header_lines + 1):
         index += 1
         text = decode_text(raw, path, line_no, stats)
-        if text.count('"') % 2:
-            stats.issue(path, line_no, f"broken CSV quoting (odd number of quote characters); row starts {preview(text)}",
-                        reason="malformed CSV row")
-            continue
-        try:
-            row = next(csv.reader([text], strict=True))
-        except csv.Error as exc:
-            stats.issue(path, line_no, f"malformed CSV row ({exc}); row starts {preview(text)}",
-                        reason="malformed CSV row")
+        row = csv_row(text, path, line_no, stats)
+        if row is None:
             continue
         if len(row) <= audit_at:
             stats.issue(path, line_no, f"row has {len(row)} fields, expected {width} "

@@ -8,6 +8,7 @@ once (for line numbers) and never copied (big plain files are memory-mapped).
 
 from __future__ import annotations
 
+import csv
 import io
 import mmap
 import os
@@ -172,6 +173,32 @@ def _candidate_lines(block: bytes, begin: int, size: int, prefilter: Prefilter) 
             continue  # a later match in this line may still name a wanted operation
         last_start = start
         yield start, end
+
+
+def header_line(stream: BinaryIO, comment: str = "#TYPE") -> tuple[str, int] | None:
+    """The first line of a CSV export that is neither blank nor starts with ``comment`` (PowerShell's
+    ``#TYPE`` line), decoded and stripped, and how many lines were read up to it; None at the end."""
+    read = 0
+    while raw := stream.readline():
+        read += 1
+        text = raw.decode("utf-8", "replace").strip()
+        if text and not text.startswith(comment):
+            return text, read
+    return None
+
+
+def csv_row(text: str, source: str, line_no: int, stats: ReadStats) -> list[str] | None:
+    """One CSV record on one line, or None after reporting why it is broken (the shared check of the
+    line-based CSV readers: an odd number of quotes means a value swallowed the line break)."""
+    if text.count('"') % 2:
+        stats.issue(source, line_no, f"broken CSV quoting (odd number of quote characters); row starts {preview(text)}",
+                    reason="malformed CSV row")
+        return None
+    try:
+        return next(csv.reader([text], strict=True))
+    except (csv.Error, StopIteration) as exc:
+        stats.issue(source, line_no, f"malformed CSV row ({exc}); row starts {preview(text)}", reason="malformed CSV row")
+        return None
 
 
 def decode_text(raw: bytes, source: str, line_no: int, stats: ReadStats) -> str:

@@ -33,7 +33,7 @@ from xml.parsers import expat
 from delegatewatch.records import ReadStats, Record
 from delegatewatch.records.prefilter import Prefilter
 from delegatewatch.sources.formats import exchange_audit_map as M
-from delegatewatch.sources.lines import decode_text, iter_lines, preview
+from delegatewatch.sources.lines import decode_text, header_line, iter_lines, preview
 from delegatewatch.sources.opening import Opened
 from delegatewatch.sources.registry import Reader
 
@@ -121,14 +121,12 @@ def _csv_rows(path: str, stream: BinaryIO, stats: ReadStats) -> Iterator[tuple[i
     """
     header: tuple[list[str], str] | None = None
     header_lines = 0
-    while header is None:
-        raw = stream.readline()
-        if not raw:
+    while header is None:  # lines that are no header (a title, a note) are passed over
+        found = header_line(stream)
+        if found is None:
             return
-        header_lines += 1
-        text = raw.decode("utf-8", "replace").strip()
-        if not text or text.startswith("#TYPE"):
-            continue
+        text, read = found
+        header_lines += read
         header = _parse_header(text)
     cols, delim = header
     width = len(cols)

@@ -35,7 +35,7 @@ from typing import BinaryIO
 from delegatewatch.records import ReadStats, Record
 from delegatewatch.records.prefilter import Prefilter
 from delegatewatch.records.times import iso_utc, parse_time
-from delegatewatch.sources.lines import decode_text, iter_lines, preview
+from delegatewatch.sources.lines import csv_row, decode_text, iter_lines, preview
 from delegatewatch.sources.opening import Opened
 from delegatewatch.sources.registry import Reader
 
@@ -159,15 +159,8 @@ def _rows(path: str, stream: BinaryIO, stats: ReadStats, dialect: str, *,
                 continue
             stats.issue(path, line_no, "row before any #Fields: header line", reason="malformed log row")
             continue
-        if text.count('"') % 2:
-            stats.issue(path, line_no, f"broken CSV quoting (odd number of quote characters); row starts {preview(text)}",
-                        reason="malformed CSV row")
-            continue
-        try:
-            row = next(csv.reader([text], strict=True))
-        except (csv.Error, StopIteration) as exc:
-            stats.issue(path, line_no, f"malformed CSV row ({exc}); row starts {preview(text)}",
-                        reason="malformed CSV row")
+        row = csv_row(text, path, line_no, stats)
+        if row is None:
             continue
         if len(row) != len(header):
             stats.issue(path, line_no, f"row has {len(row)} fields, the header has {len(header)}; "

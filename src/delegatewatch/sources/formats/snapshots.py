@@ -47,7 +47,7 @@ import orjson
 from delegatewatch.records import ReadStats, Record
 from delegatewatch.records.prefilter import Prefilter
 from delegatewatch.records.times import iso_utc, parse_time
-from delegatewatch.sources.lines import decode_text, iter_lines, preview
+from delegatewatch.sources.lines import decode_text, header_line, iter_lines, preview
 from delegatewatch.sources.opening import Opened
 from delegatewatch.sources.registry import Reader
 
@@ -292,20 +292,14 @@ class _Columns:
 
 
 def read_csv(path: str, stream: BinaryIO, stats: ReadStats, prefilter: Prefilter | None) -> Iterator[Record]:
-    header_lines = 0
-    found: tuple[list[str], str] | None = None
-    while found is None:
-        raw = stream.readline()
-        if not raw:
-            return
-        header_lines += 1
-        text = raw.decode("utf-8", "replace").strip()
-        if not text or text.startswith("#"):
-            continue
-        found = _split_header(text)
-        if found is None:
-            stats.issue(path, header_lines, f"no CSV header; line starts {preview(text)}", reason="no snapshot header")
-            return
+    first = header_line(stream, comment="#")
+    if first is None:
+        return
+    text, header_lines = first
+    found = _split_header(text)
+    if found is None:
+        stats.issue(path, header_lines, f"no CSV header; line starts {preview(text)}", reason="no snapshot header")
+        return
     header, delimiter = found
     kind = kind_of_header(header)
     if kind is None:
