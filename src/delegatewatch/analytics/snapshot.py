@@ -410,7 +410,6 @@ def _finding(judge: Judge, rule: str, severity: str, e: Entry, snap: Snapshot, s
         reasons = [*reasons, f"{len(rows)} rows in all; the first {MAX_EVIDENCE} are listed as evidence"]
     g = judge.principal(e.grantee)
     m = judge.principal(e.mailbox) if e.mailbox else None
-    first = rows[0] if rows else None
     f = Finding(
         # A standing risk is the same finding in every snapshot that shows it (so `watch` alerts it
         # once); a change is tied to the snapshots it was seen between (id_extra).
