@@ -13,6 +13,8 @@ import io
 from dataclasses import dataclass
 from typing import BinaryIO
 
+import orjson
+
 SNIFF_BYTES = 64 * 1024
 
 EVTX_MAGIC = b"ElfFile\x00"
@@ -130,3 +132,16 @@ def open_utf8(path: str, opened: Opened) -> BinaryIO:
     if opened.encoding in (None, "utf-8", "binary"):
         return raw
     return io.BufferedReader(_TranscodingReader(raw, opened.encoding), buffer_size=1 << 20)  # type: ignore[return-value]
+
+
+def first_json_object(head: bytes) -> dict | None:
+    """The first line of a file's head as a JSON object, if it is one (how the JSON-lines readers
+    recognise their files)."""
+    line = head.partition(b"\n")[0].strip()
+    if not line.startswith(b"{"):
+        return None
+    try:
+        obj = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return None
+    return obj if isinstance(obj, dict) else None

@@ -2,24 +2,13 @@
 
 from __future__ import annotations
 
-import orjson
 
 from delegatewatch.sources import csv_exports, json_document, ndjson
-from delegatewatch.sources.opening import SNIFF_BYTES, Opened
+from delegatewatch.sources.opening import SNIFF_BYTES, Opened, first_json_object
 from delegatewatch.sources.registry import Reader
 
 #: Keys that make a JSON object a unified-audit-log record (or a PowerShell/CSV wrapper of one).
 UAL_KEYS = frozenset({"Operation", "CreationTime", "RecordType", "AuditData", "Operations", "Workload"})
-
-
-def first_json_object(opened: Opened, head: bytes) -> dict | None:
-    """The file's first line as a JSON object, if it is one."""
-    line = head.partition(b"\n")[0].strip()
-    try:
-        obj = orjson.loads(line)
-    except orjson.JSONDecodeError:
-        return None
-    return obj if isinstance(obj, dict) else None
 
 
 def _is_ndjson(opened: Opened, head: bytes) -> bool:
@@ -27,7 +16,7 @@ def _is_ndjson(opened: Opened, head: bytes) -> bool:
         return False
     if b"\n" not in head and len(opened.head) >= SNIFF_BYTES // 2:
         return True  # one line longer than the sniff window: a long record
-    return first_json_object(opened, head) is not None
+    return first_json_object(head) is not None
 
 
 def _is_array(opened: Opened, head: bytes) -> bool:

@@ -42,7 +42,7 @@ from delegatewatch.records import ReadStats, Record
 from delegatewatch.records.prefilter import Prefilter
 from delegatewatch.records.times import parse_time
 from delegatewatch.sources.lines import decode_text, iter_lines, preview
-from delegatewatch.sources.opening import Opened
+from delegatewatch.sources.opening import Opened, first_json_object
 from delegatewatch.sources.registry import Reader
 
 FAMILY = "google"
@@ -66,22 +66,12 @@ def _looks_google(head: bytes) -> bool:
     return b'"uniqueQualifier"' in head and b'"applicationName"' in head
 
 
-def _first_line_object(head: bytes) -> bool:
-    line = head.partition(b"\n")[0].strip()
-    if not line.startswith(b"{"):
-        return False
-    try:
-        return isinstance(orjson.loads(line), dict)
-    except orjson.JSONDecodeError:
-        return False
-
-
 def _is_lines(opened: Opened, head: bytes) -> bool:
-    return _looks_google(head) and _first_line_object(head)
+    return _looks_google(head) and first_json_object(head) is not None
 
 
 def _is_document(opened: Opened, head: bytes) -> bool:
-    return _looks_google(head) and not _first_line_object(head)
+    return _looks_google(head) and not first_json_object(head) is not None
 
 
 def _is_scuba(opened: Opened, head: bytes) -> bool:

@@ -48,7 +48,7 @@ from delegatewatch.records import ReadStats, Record
 from delegatewatch.records.prefilter import Prefilter
 from delegatewatch.records.times import iso_utc, parse_time
 from delegatewatch.sources.lines import decode_text, header_line, iter_lines, preview
-from delegatewatch.sources.opening import Opened
+from delegatewatch.sources.opening import Opened, first_json_object
 from delegatewatch.sources.registry import Reader
 
 FAMILY = "snapshot"
@@ -184,14 +184,8 @@ def _is_csv(opened: Opened, head: bytes) -> bool:
 
 
 def _is_gmail(opened: Opened, head: bytes) -> bool:
-    if head[:1] != b"{":
-        return False
-    line = head.partition(b"\n")[0].strip()
-    try:
-        obj = orjson.loads(line)
-    except orjson.JSONDecodeError:
-        return False
-    return isinstance(obj, dict) and "user" in obj and "delegates" in obj
+    obj = first_json_object(head)
+    return obj is not None and "user" in obj and "delegates" in obj
 
 
 # -- CSV reading ---------------------------------------------------------------------------------

@@ -29,7 +29,7 @@ from delegatewatch.records.prefilter import Prefilter
 from delegatewatch.sources.formats import windows_events as W
 from delegatewatch.sources.formats.windows_evtx import normalise as normalise_evtx_json
 from delegatewatch.sources.lines import iter_lines, preview
-from delegatewatch.sources.opening import Opened
+from delegatewatch.sources.opening import Opened, first_json_object
 from delegatewatch.sources.registry import Reader
 
 DIALECT = "windows-jsonl"
@@ -55,14 +55,8 @@ def shape(obj: Any) -> str | None:
 
 
 def detect(opened: Opened, head: bytes) -> bool:
-    if head[:1] != b"{":
-        return False
-    line = head.partition(b"\n")[0].strip()
-    try:
-        obj = orjson.loads(line)
-    except orjson.JSONDecodeError:
-        return False
-    return shape(obj) is not None
+    obj = first_json_object(head)
+    return obj is not None and shape(obj) is not None
 
 
 def _get(obj: dict[str, Any], dotted: str) -> Any:
