@@ -32,7 +32,7 @@ from delegatewatch.events.registry import mapper_for
 from delegatewatch.findings.allow import apply_allow_list
 from delegatewatch.findings.build import apply_context, build, sort_findings
 from delegatewatch.findings.identities import Identities
-from delegatewatch.findings.incidents import Incident, build_incidents
+from delegatewatch.findings.incidents import Incident, build_incidents, unreported
 from delegatewatch.findings.model import Finding
 from delegatewatch.records import ReadStats, Record
 from delegatewatch.records.model import merge_stats
@@ -264,12 +264,7 @@ def _correlate(result: HuntResult, fed: list[Record], resolver: Resolver) -> Non
     identities = Identities(resolver)
     identities.learn_all(result.records.values())
     identities.learn_all(r.data for r in fed)
-    # A record a finding already reports is not a second step. The sends behind a send-volume burst
-    # are still uses (the grantee sending as the owner): the burst is a step of its own kind.
-    from delegatewatch.analytics.mailflow import VOLUME_RULE
-
-    reported = {e.record_id for f in result.findings if f.rule != VOLUME_RULE for e in f.evidence}
-    activities = [a for a in incident_feed.activities(fed) if a.evidence.record_id not in reported]
+    activities = unreported(incident_feed.activities(fed), result.findings)
     found = build_incidents(result.findings, activities, identities, cfg.incidents, cfg.allow)
     result.incidents, result.activities, result.activities_unmatched = found.incidents, found.activities, found.unmatched
     joined = {e.record_id for inc in found.incidents for s in inc.steps if s.finding is None for e in s.evidence}

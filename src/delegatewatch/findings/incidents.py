@@ -299,6 +299,14 @@ class _Correlator:
                                   lambda c: t <= c.last + self.use_window)
 
 
+def unreported(activities: Iterable[Activity], findings: Sequence[Finding]) -> list[Activity]:
+    """The activities no finding already reports: a record that is a finding's evidence is not a
+    second step. The sends behind a send-volume burst stay (the grantee sending as the owner is a use;
+    the burst is a step of its own kind)."""
+    reported = {e.record_id for f in findings if f.rule != "send_volume_burst" for e in f.evidence}
+    return [a for a in activities if a.evidence.record_id not in reported]
+
+
 def build_incidents(findings: Sequence[Finding], activities: Sequence[Activity], identities: Identities,
                     cfg: IncidentsConfig | None = None, allow: AllowConfig | None = None, *,
                     assign: bool = True) -> Correlation:
