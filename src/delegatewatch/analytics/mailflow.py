@@ -47,6 +47,7 @@ from delegatewatch import config as configuration
 from delegatewatch.analytics import lures as L
 from delegatewatch.analytics import send_volume as V
 from delegatewatch.events.principals import Resolver
+from delegatewatch.events import ual as ual_events
 from delegatewatch.findings.model import Evidence, Finding
 from delegatewatch.records import Record
 from delegatewatch.records.times import iso_utc, parse_time
@@ -163,14 +164,12 @@ def reduce(record: Record) -> Record | AuditSend | None:
     Repeated strings are interned so pickling sends each one once per unit."""
     if record.family != "m365":
         return record
-    from delegatewatch.events.ual import client_ip, org_domains, succeeded
-
     data = record.data
     op = data.get("Operation")
     if not isinstance(op, str) or op.lower() not in _AUDIT_SEND_LOWER:
         return None
     when = parse_time(data.get("CreationTime"))
-    if when is None or not succeeded(data):
+    if when is None or not ual_events.succeeded(data):
         return None
     item = data.get("Item") if isinstance(data.get("Item"), dict) else {}
     rlist = data.get("recipientList")
@@ -186,8 +185,8 @@ def reduce(record: Record) -> Record | AuditSend | None:
         subject=subject if isinstance(subject, str) else None, message_id=_mid(item.get("InternetMessageId")),
         recipients=tuple(sys.intern(r) for r in recipients),
         recipient_count=count if isinstance(count, int) and not isinstance(count, bool) else None,
-        attachments=L.attachment_names(item.get("Attachments")), client_ip=client_ip(data),
-        domains=tuple(sys.intern(d.strip().lower()) for d in org_domains(data)), source=sys.intern(record.source),
+        attachments=L.attachment_names(item.get("Attachments")), client_ip=ual_events.client_ip(data),
+        domains=tuple(sys.intern(d.strip().lower()) for d in ual_events.org_domains(data)), source=sys.intern(record.source),
         record_id=record.record_id, line=record.line, dialect=sys.intern(record.dialect))
 
 
